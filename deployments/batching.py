@@ -1,0 +1,97 @@
+"""The token-budget dynamic batcher shared by every model deployment (one home for batching).
+
+Each input of a request becomes its own batch item, so items of different requests share a batch. An
+item's cost is its token count in "slots" of `max_batch_tokens / max_batch_size` tokens (at least one
+slot, at most a whole batch), so a batch holds at most `max_batch_size` items and about
+`max_batch_tokens` tokens, and a lone over-budget item still runs by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ray import serve
+
+log = logging.getLogger("ray.serve")
+
+
+@dataclass(slots=True)
+class BatchItem:
+    payload: Any
+    cost: int
+
+
+def batch_cost(items: Sequence[BatchItem]) -> int:
+    """`batch_size_fn`: must never raise (a raise kills Serve's batch loop and the replica hangs)."""
+    try:
+        return sum(item.cost for item in items)
+    except Exception:  # pragma: no cover - defensive: fall back to counting items
+        return len(items)
+
+
+class TokenBudgetBatcher:
+    """Wraps `run_batch(payloads) -> results` (results may hold Exception objects, one per failed item)."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], Awaitable[list[Any]]],
+        *,
+        max_batch_tokens: int,
+        max_batch_size: int,
+        batch_wait_timeout_s: float,
+        max_concurrent_batches: int = 1,
+    ) -> None:
+        async def _run(items: list[BatchItem]) -> list[Any]:
+            return await run_batch([item.payload for item in items])
+
+        self._batched = serve.batch(
+            max_batch_size=max_batch_size,
+            batch_wait_timeout_s=batch_wait_timeout_s,
+            max_concurrent_batches=max_concurrent_batches,
+            batch_size_fn=batch_cost,
+        )(_run)
+        self.max_concurrent_batches = max_concurrent_batches
+        self.configure(max_batch_tokens, max_batch_size, batch_wait_timeout_s)
+
+    def configure(self, max_batch_tokens: int, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        """Live update (from `reconfigure`); affects batches formed from now on."""
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self._slot_tokens = max(1.0, max_batch_tokens / max_batch_size)
+        self._batched.set_max_batch_size(max_batch_size)
+        self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def cost(self, tokens: int) -> int:
+        return min(self.max_batch_size, max(1, math.ceil(tokens / self._slot_tokens)))
+
+    async def submit(self, payload: Any, tokens: int) -> Any:
+        result = await self._batched(BatchItem(payload=payload, cost=self.cost(tokens)))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def submit_all(self, payloads: Sequence[Any], tokens: Sequence[int]) -> list[Any]:
+        return list(await asyncio.gather(*(self.submit(p, n) for p, n in zip(payloads, tokens, strict=True))))
+
+
+def run_isolated(forward: Callable[[list[Any]], list[Any]], payloads: list[Any]) -> list[Any]:
+    """Run a batch; if it fails, retry item by item so only the culprit fails (as an Exception result)."""
+    try:
+        return forward(payloads)
+    except Exception as exc:
+        if len(payloads) == 1:
+            log.exception("inference failed for one item")
+            return [exc]
+    results: list[Any] = []
+    for payload in payloads:
+        try:
+            results.extend(forward([payload]))
+        except Exception as exc:
+            log.exception("inference failed for one item")
+            results.append(exc)
+    return results

@@ -1,0 +1,119 @@
+"""Ray Serve deployment for text embedding models: a thin shell around TextEmbeddingEngine.
+
+Path of a call: tokenize (prep thread) -> refuse over-long inputs -> one batch item per input ->
+token-budget batch -> forward + pool (model thread) -> cut / normalize -> EmbedReply.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ray import serve
+
+from deployments.batching import TokenBudgetBatcher, run_isolated
+from deployments.common import Executors, engine_runtime
+from serve_app.config import BatchingConfig, ModelSpec
+from serve_app.errors import ServiceError, bad_request
+from serve_app.protocol import EmbedCall, EmbedReply
+
+log = logging.getLogger("ray.serve")
+
+
+def build_text_engine(spec: ModelSpec):
+    from deployments.engines.text_embedding import ENCODER, QWEN3_EMBEDDING, TextEmbeddingEngine, TextEmbeddingRecipe
+
+    if spec.family == "qwen3-embedding":
+        recipe = QWEN3_EMBEDDING
+    elif spec.family == "encoder":
+        recipe = TextEmbeddingRecipe(pooling=spec.pooling) if spec.pooling else ENCODER
+    else:
+        raise ValueError(f"family {spec.family} is not a text embedding family")
+    return TextEmbeddingEngine(
+        spec.source,
+        recipe,
+        runtime=engine_runtime(spec),
+        max_tokens=spec.max_tokens,
+        max_batch_tokens=spec.batching.max_batch_tokens,
+        trust_remote_code=spec.trust_remote_code,
+    )
+
+
+def finalize_rows(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Matryoshka cut, then L2-normalize each row (vectorized)."""
+    out = np.ascontiguousarray(vectors[:, :dimensions] if dimensions else vectors, dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+    return out
+
+
+def too_long_error(index: int, tokens: int, limit: int, param: str = "input") -> ServiceError:
+    return bad_request(
+        f"{param}[{index}] has {tokens} tokens, more than the model's limit of {limit}. "
+        "Shorten it or set truncate=true to cut it.",
+        param=f"{param}[{index}]",
+        code="context_length_exceeded",
+    )
+
+
+@serve.deployment
+class TextEmbeddingDeployment:
+    def __init__(self, spec: dict) -> None:
+        self.spec = ModelSpec.model_validate(spec)
+        self.engine = build_text_engine(self.spec)
+        self.executors = Executors(self.spec.name)
+        b = self.spec.batching
+        self.batcher = TokenBudgetBatcher(
+            self._run_batch,
+            max_batch_tokens=b.max_batch_tokens,
+            max_batch_size=b.max_batch_size,
+            batch_wait_timeout_s=b.batch_wait_timeout_s,
+            max_concurrent_batches=b.max_concurrent_batches,
+        )
+
+    def reconfigure(self, user_config: dict) -> None:
+        b = BatchingConfig.model_validate(user_config.get("batching", {}))
+        self.engine.max_batch_tokens = b.max_batch_tokens
+        self.batcher.configure(b.max_batch_tokens, b.max_batch_size, b.batch_wait_timeout_s)
+        log.info("%s batching: %s", self.spec.name, b.model_dump())
+
+    async def _run_batch(self, items: list) -> list:
+        results = await self.executors.run_model(run_isolated, self._forward, items)
+        return [
+            ServiceError(f"inference failed: {r}", status=500, type="server_error", code="inference_failed")
+            if isinstance(r, Exception) and not isinstance(r, ServiceError)
+            else r
+            for r in results
+        ]
+
+    def _forward(self, items: list) -> list:
+        return list(self.engine.embed(items))
+
+    async def embed(self, call: EmbedCall) -> EmbedReply:
+        if call.late_chunking:
+            return await self._late_chunk(call)
+        tokens = await self.executors.run_prep(
+            self.engine.tokenize, call.texts, call.truncate, call.truncation_direction
+        )
+        for i, t in enumerate(tokens):
+            if len(t) > self.engine.max_tokens:
+                raise too_long_error(i, t.full_length, self.engine.max_tokens)
+        rows = await self.batcher.submit_all(tokens, [len(t) for t in tokens])
+        vectors = finalize_rows(np.stack(rows), call.dimensions, call.normalize)
+        return EmbedReply(vectors=vectors, token_counts=[len(t) for t in tokens], model=self.spec.name)
+
+    async def _late_chunk(self, call: EmbedCall) -> EmbedReply:
+        from deployments.engines.late_chunking import late_chunk
+
+        vectors, counts = await self.executors.run_model(late_chunk, self.engine, call.texts, self.engine.max_tokens)
+        return EmbedReply(
+            vectors=finalize_rows(vectors, call.dimensions, call.normalize), token_counts=counts, model=self.spec.name
+        )
+
+    def describe(self) -> dict:
+        return {"name": self.spec.name, "max_tokens": self.engine.max_tokens, "dimensions": self.engine.dimensions}
+
+    def check_health(self) -> None:
+        if self.engine is None:  # pragma: no cover
+            raise RuntimeError("engine not loaded")

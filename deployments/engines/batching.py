@@ -1,0 +1,57 @@
+"""Pack a set of tokenized inputs into padded micro-batches under a token budget.
+
+Sorting by length inside the budget keeps padding small: each micro-batch is padded only to its own
+longest member, and `rows * longest <= max_tokens` bounds activation memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def plan_micro_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
+    """Indices grouped longest-first so that rows x longest <= max_tokens (a lone long input still runs)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        length = lengths[i]
+        if current:
+            over_budget = max(longest, length) * (len(current) + 1) > max_tokens
+            over_rows = max_rows is not None and len(current) >= max_rows
+            if over_budget or over_rows:
+                groups.append(current)
+                current, longest = [], 0
+        current.append(i)
+        longest = max(longest, length)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (input_ids, attention_mask), both [rows, longest] int64."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        n = len(seq)
+        if side == "left":
+            ids[row, longest - n :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, longest - n :] = 1
+        else:
+            ids[row, :n] = torch.tensor(seq, dtype=torch.long)
+            mask[row, :n] = 1
+    return ids, mask
+
+
+def padding_efficiency(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> float:
+    """Real tokens over processed (padded) tokens for a plan."""
+    real = sum(lengths)
+    processed = sum(max(lengths[i] for i in g) * len(g) for g in groups)
+    return real / processed if processed else 1.0

@@ -1,0 +1,34 @@
+"""Pooling of token states into one vector, and the output post-processing every recipe shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """hidden [B, T, H], mask [B, T] (1 = real token) -> [B, H]."""
+    if mode == "cls":
+        # The first real token; with right padding that is position 0.
+        first = mask.float().argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+    if mode == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    if mode == "last":
+        # The last real token, whichever side was padded.
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling mode {mode!r}")
+
+
+def finalize(vector: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Matryoshka cut first, then L2-normalize the kept prefix (a cut unit vector is no longer unit)."""
+    out = vector[:dimensions] if dimensions else vector
+    out = out.astype(np.float32, copy=True)
+    if normalize:
+        norm = float(np.linalg.norm(out))
+        if norm > 0:
+            out /= norm
+    return out

@@ -1,0 +1,132 @@
+"""Text embedding engine: encoder (BERT / XLM-R) and decoder (Qwen3-Embedding) recipes.
+
+Plain torch + transformers, no Ray: the same object is used by the Ray deployment, the tests and the
+benchmarks. `tokenize` and `embed` are separate so a server can tokenize one batch while the model
+computes the previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from deployments.engines.batching import pad_batch, plan_micro_batches
+from deployments.engines.facts import ModelFacts, read_facts
+from deployments.engines.pooling import pool
+from deployments.engines.runtime import Runtime, choose_runtime
+from deployments.engines.source import resolve_source
+from deployments.engines.tokenization import TextTokenizer, Tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TextEmbeddingRecipe:
+    """How a family turns token states into one vector."""
+
+    pooling: str | None = None  # None: read from the model's files (sentence-transformers pooling config)
+    padding_side: str = "right"
+    required_suffix_token: str | None = None  # e.g. "<|endoftext|>" for Qwen3-Embedding
+
+
+ENCODER = TextEmbeddingRecipe()
+QWEN3_EMBEDDING = TextEmbeddingRecipe(pooling="last", padding_side="left", required_suffix_token="<|endoftext|>")
+
+
+class TextEmbeddingEngine:
+    def __init__(
+        self,
+        source: str,
+        recipe: TextEmbeddingRecipe = ENCODER,
+        *,
+        runtime: Runtime | None = None,
+        max_tokens: int | None = None,
+        max_batch_tokens: int = 16384,
+        trust_remote_code: bool = False,
+    ) -> None:
+        path = resolve_source(source)
+        self.runtime = runtime or choose_runtime()
+        facts = read_facts(path) if _is_dir(path) else ModelFacts()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.model = AutoModel.from_pretrained(
+            path,
+            dtype=self.runtime.dtype,
+            attn_implementation=self.runtime.attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        self.model.to(self.runtime.device).eval()
+
+        self.pooling = recipe.pooling or facts.pooling or "cls"
+        self.padding_side = recipe.padding_side
+        self.dimensions = int(self.model.config.hidden_size)
+        self.max_tokens = int(max_tokens or facts.max_tokens or _tokenizer_limit(self.tokenizer) or 512)
+        self.max_batch_tokens = max_batch_tokens
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.pad_id = int(pad_id)
+
+        suffix_id = None
+        if recipe.required_suffix_token:
+            suffix_id = self.tokenizer.convert_tokens_to_ids(recipe.required_suffix_token)
+            if suffix_id is None or suffix_id == self.tokenizer.unk_token_id:
+                raise ValueError(f"{source}: tokenizer has no {recipe.required_suffix_token!r} token")
+        self.text_tokenizer = TextTokenizer(self.tokenizer, self.max_tokens, required_suffix_id=suffix_id)
+        log.info(
+            "loaded %s: pooling=%s dims=%d max_tokens=%d device=%s dtype=%s attn=%s",
+            source,
+            self.pooling,
+            self.dimensions,
+            self.max_tokens,
+            self.runtime.device,
+            self.runtime.dtype,
+            self.runtime.attn_implementation,
+        )
+
+    # -- tokenize ---------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], truncate: bool = False, direction: str = "right") -> list[Tokens]:
+        return self.text_tokenizer.encode(texts, truncate=truncate, direction=direction)
+
+    # -- forward ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def token_states(self, items: Sequence[Tokens]) -> list[torch.Tensor]:
+        """Last hidden states per input ([len, H], float32 on CPU), for pooling done elsewhere."""
+        out: list[torch.Tensor | None] = [None] * len(items)
+        for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
+            hidden, mask = self._forward([items[i].ids for i in group])
+            for row, i in enumerate(group):
+                out[i] = hidden[row][mask[row].bool()].float().cpu()
+        return out  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def embed(self, items: Sequence[Tokens]) -> np.ndarray:
+        """Pooled, un-normalized vectors [n, dims] float32, in the order given."""
+        out = np.empty((len(items), self.dimensions), dtype=np.float32)
+        for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
+            hidden, mask = self._forward([items[i].ids for i in group])
+            pooled = pool(hidden, mask, self.pooling).float().cpu().numpy()
+            out[group] = pooled
+        return out
+
+    def _forward(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = pad_batch(sequences, self.pad_id, self.padding_side)
+        ids = ids.to(self.runtime.device, non_blocking=True)
+        mask = mask.to(self.runtime.device, non_blocking=True)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return hidden, mask
+
+
+def _is_dir(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path)
+
+
+def _tokenizer_limit(tokenizer) -> int | None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if limit and limit < 1_000_000 else None

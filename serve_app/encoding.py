@@ -1,0 +1,52 @@
+"""Vectors to response bytes without per-float Python work (orjson serializes numpy directly).
+
+Output types (Jina / Cohere semantics):
+- float: JSON numbers (float32 values).
+- base64: little-endian float32 bytes, base64 (what the OpenAI client decodes).
+- binary / ubinary: one bit per dimension (1 where the value > 0), packed 8 per byte, most significant
+  bit first; ubinary as unsigned bytes 0..255, binary as signed bytes (unsigned - 128), length dims / 8.
+- int8: round(value * 127) clipped to [-128, 127] (meaningful on normalized vectors).
+"""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import orjson
+
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _converted(vectors: np.ndarray, output_type: str):
+    if output_type == "float":
+        return vectors.astype(np.float32, copy=False)
+    if output_type == "base64":
+        raw = vectors.astype("<f4", copy=False)
+        return [base64.b64encode(row.tobytes()).decode("ascii") for row in raw]
+    if output_type in ("binary", "ubinary"):
+        packed = np.packbits(vectors > 0, axis=1)
+        if output_type == "binary":
+            return (packed.astype(np.int16) - 128).astype(np.int8)
+        return packed
+    if output_type == "int8":
+        return np.clip(np.rint(vectors * 127.0), -128, 127).astype(np.int8)
+    raise ValueError(f"unknown output type {output_type}")
+
+
+def embeddings_response(vectors: np.ndarray, output_type: str, model: str, prompt_tokens: int) -> bytes:
+    values = _converted(vectors, output_type)
+    data = [{"object": "embedding", "index": i, "embedding": values[i]} for i in range(len(vectors))]
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        },
+        option=_OPTS,
+    )
+
+
+def dumps(payload) -> bytes:
+    return orjson.dumps(payload, option=_OPTS)

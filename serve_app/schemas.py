@@ -1,0 +1,94 @@
+"""Every HTTP wire shape of the service, in one place (requests, responses, errors)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# ---- embeddings -----------------------------------------------------------------------------------
+EmbeddingType = Literal["float", "base64", "binary", "ubinary", "int8"]
+
+
+class EmbeddingRequest(_Wire):
+    """OpenAI `/v1/embeddings`, plus the Jina-style fields of the product seed."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())  # unknown OpenAI fields are harmless
+
+    model: str
+    input: str | list[str] = Field(description="one text or a list of texts")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, description="matryoshka output size; cut then re-normalized")
+    user: str | None = None
+    task: str | None = Field(None, description="task name; instruction-aware models prepend its instruction")
+    prompt_name: str | None = Field(None, description="a custom instruction (or a task name)")
+    truncate: bool = Field(False, description="cut inputs longer than the model's limit instead of refusing")
+    truncation_direction: Literal["left", "right"] = "right"
+    late_chunking: bool = Field(False, description="inputs are consecutive chunks of one document")
+    normalized: bool = Field(True, description="L2-normalize the output vectors")
+    embedding_type: EmbeddingType | None = Field(None, description="Jina/Cohere output type; overrides encoding_format")
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | list[int] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingObject]
+    model: str
+    usage: Usage
+
+
+# ---- models ---------------------------------------------------------------------------------------
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "embedserve"
+    kind: str
+    family: str
+    max_tokens: int | None
+    dimensions: int | None
+    dimension_range: list[int] | None = Field(None, description="[min, max] accepted by `dimensions`")
+    default_dimensions: int | None
+    tasks: list[str]
+    instruction_aware: bool
+    late_chunking: bool
+    modalities: list[str]
+    rerank: str | None = Field(None, description="how the model answers /v1/rerank")
+    fallback: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: str
+    models: dict[str, Any] | None = None

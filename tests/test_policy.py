@@ -1,0 +1,146 @@
+"""The instruction and limitation policy, table-driven, without Ray."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve_app.config import Limits, ModelSpec
+from serve_app.errors import ServiceError
+from serve_app.policy import (
+    BGE_M3_LATE_CHUNKING,
+    QWEN3_LATE_CHUNKING,
+    TASK_INSTRUCTIONS,
+    plan_embedding,
+    qwen3_query,
+)
+from serve_app.schemas import EmbeddingRequest
+
+QWEN = ModelSpec(
+    name="qwen3-embedding-0.6b",
+    family="qwen3-embedding",
+    source="Qwen/Qwen3-Embedding-0.6B",
+    dimensions=1024,
+    matryoshka={"min": 32, "max": 1024},
+    instruction_aware=True,
+    tasks=list(TASK_INSTRUCTIONS),
+)
+BGE = ModelSpec(name="bge-m3", family="encoder", source="BAAI/bge-m3", dimensions=1024, pooling="cls")
+MINILM = ModelSpec(
+    name="all-minilm-l6-v2", family="encoder", source="x", dimensions=384, pooling="mean", late_chunking=True
+)
+RERANK = ModelSpec(name="bge-reranker-v2-m3", family="cross-encoder", source="BAAI/bge-reranker-v2-m3")
+LIMITS = Limits(max_inputs_per_request=4, max_chars_per_input=50)
+
+
+def plan(spec, **fields):
+    fields.setdefault("input", "hello")
+    return plan_embedding(spec, EmbeddingRequest(model=spec.name, **fields), LIMITS)
+
+
+def refused(spec, status=400, **fields) -> ServiceError:
+    with pytest.raises(ServiceError) as info:
+        plan(spec, **fields)
+    assert info.value.status == status, info.value.message
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "task,expected",
+    [
+        ("retrieval.query", "Instruct: " + TASK_INSTRUCTIONS["retrieval.query"] + "\nQuery:hello"),
+        ("retrieval.passage", "hello"),
+        ("code.passage", "hello"),
+        (
+            "code.query",
+            "Instruct: Given a natural language description, retrieve relevant code snippets or "
+            "implementations\nQuery:hello",
+        ),
+        ("clustering", "Instruct: Represent this text for clustering\nQuery:hello"),
+        ("separation", "Instruct: Represent this text for clustering\nQuery:hello"),
+        ("bitext", "Instruct: Represent this text for finding its translation in another language\nQuery:hello"),
+    ],
+)
+def test_task_instructions_word_for_word(task, expected):
+    assert plan(QWEN, task=task).call.texts == [expected]
+
+
+def test_seed_instruction_texts_exact():
+    assert TASK_INSTRUCTIONS["retrieval.query"] == (
+        "Given a search query, retrieve relevant documents or passages that directly answer or address the query"
+    )
+    assert (
+        TASK_INSTRUCTIONS["qa.query"] == "Given a question, retrieve passages that contain the answer to the question"
+    )
+    assert TASK_INSTRUCTIONS["summarization.query"] == (
+        "Given a summary, retrieve the original document that matches this summary"
+    )
+    assert TASK_INSTRUCTIONS["scientific.query"] == (
+        "Given a scientific question, retrieve relevant research papers or scientific information"
+    )
+
+
+def test_custom_prompt_uses_the_official_template():
+    out = plan(QWEN, prompt_name="Represent this legal document for contract analysis", input=["a", "b"])
+    assert out.call.texts == [qwen3_query("Represent this legal document for contract analysis", t) for t in "ab"]
+    assert out.call.texts[0] == "Instruct: Represent this legal document for contract analysis\nQuery:a"
+
+
+def test_prompt_name_that_names_a_task_means_the_task():
+    assert plan(QWEN, prompt_name="qa.query").call.texts == plan(QWEN, task="qa.query").call.texts
+
+
+@pytest.mark.parametrize(
+    "spec,fields,status,needle",
+    [
+        (BGE, {"task": "retrieval.query"}, 400, "Model bge-m3 does not support task instructions"),
+        (MINILM, {"prompt_name": "anything"}, 400, "takes no `task` or `prompt_name`"),
+        (QWEN, {"task": "no-such-task"}, 400, "Unknown task 'no-such-task'"),
+        (QWEN, {"task": "qa.query", "prompt_name": "x"}, 400, "not both"),
+        (QWEN, {"dimensions": 16}, 400, "between 32 and 1024"),
+        (QWEN, {"dimensions": 2048}, 400, "between 32 and 1024"),
+        (BGE, {"dimensions": 512}, 400, "1024 (the model has no matryoshka training)"),
+        (QWEN, {"input": []}, 400, "must not be empty"),
+        (QWEN, {"input": ["ok", "  "]}, 400, "input[1] is empty"),
+        (QWEN, {"input": ["x"] * 5}, 413, "limit is 4"),
+        (QWEN, {"input": ["y" * 51]}, 413, "input[0] has 51 characters"),
+        (RERANK, {}, 400, "use /v1/rerank"),
+        (MINILM, {"late_chunking": True, "task": "qa.query"}, 400, "does not support task instructions"),
+    ],
+)
+def test_refusals(spec, fields, status, needle):
+    err = refused(spec, status=status, **fields)
+    assert needle in err.message
+    assert err.param
+
+
+def test_late_chunking_messages_word_for_word():
+    assert refused(BGE, late_chunking=True).message == (
+        "Model bge-m3 does not support late_chunking. BGE-M3's architecture causes embedding space collapse when "
+        "late chunking is applied. Use jina-embeddings-v4 or voyage-context-3 for contextual embeddings."
+    )
+    assert refused(BGE, late_chunking=True).message == BGE_M3_LATE_CHUNKING.format(model="bge-m3")
+    assert refused(QWEN, late_chunking=True).message == (
+        "late_chunking is not supported for qwen3-embedding-0.6b. Qwen3 models use last-token pooling, which is "
+        "incompatible with late chunking. Use jina-embeddings-v3 or jina-embeddings-v4 for late chunking support."
+    )
+    assert QWEN3_LATE_CHUNKING.count("{model}") == 1
+
+
+def test_late_chunking_allowed_for_mean_pooling():
+    assert plan(MINILM, late_chunking=True, input=["a", "b"]).call.late_chunking
+
+
+def test_dimensions_and_defaults():
+    assert plan(QWEN, dimensions=256).call.dimensions == 256
+    assert plan(QWEN, dimensions=1024).call.dimensions is None  # native size: nothing to cut
+    assert plan(QWEN).call.dimensions is None
+    with_default = QWEN.model_copy(update={"default_dimensions": 512})
+    assert plan(with_default).call.dimensions == 512
+    assert plan(with_default, dimensions=64).call.dimensions == 64
+
+
+def test_output_options_pass_through():
+    out = plan(QWEN, encoding_format="base64", normalized=False, truncate=True, truncation_direction="left")
+    assert out.output_type == "base64"
+    assert (out.call.normalize, out.call.truncate, out.call.truncation_direction) == (False, True, "left")
+    assert plan(QWEN, encoding_format="base64", embedding_type="int8").output_type == "int8"
