@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -59,3 +60,17 @@ def serve_options(spec: ModelSpec) -> dict[str, Any]:
         if value is not None:
             opts[key] = value
     return opts
+
+
+def replica_facts(spec: ModelSpec, **extra: Any) -> dict[str, Any]:
+    """Where this replica runs and what it loaded (for /ready, placement checks and debugging)."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {
+        "name": spec.name,
+        "node_id": ctx.get_node_id(),
+        "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+        "pid": os.getpid(),
+        **extra,
+    }

@@ -12,7 +12,7 @@ import numpy as np
 from ray import serve
 
 from deployments.batching import TokenBudgetBatcher, run_isolated
-from deployments.common import Executors, engine_runtime
+from deployments.common import Executors, engine_runtime, replica_facts
 from serve_app.config import BatchingConfig, ModelSpec
 from serve_app.errors import ServiceError, bad_request
 from serve_app.protocol import EmbedCall, EmbedReply
@@ -112,7 +112,7 @@ class TextEmbeddingDeployment:
         )
 
     def describe(self) -> dict:
-        return {"name": self.spec.name, "max_tokens": self.engine.max_tokens, "dimensions": self.engine.dimensions}
+        return replica_facts(self.spec, max_tokens=self.engine.max_tokens, dimensions=self.engine.dimensions)
 
     def check_health(self) -> None:
         if self.engine is None:  # pragma: no cover
