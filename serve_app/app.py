@@ -14,6 +14,7 @@ from serve_app.catalog import load_catalog, resolve_models
 from serve_app.config import AppArgs, ModelSpec
 
 TEXT_EMBEDDING_FAMILIES = {"encoder", "qwen3-embedding"}
+RERANK_FAMILIES = {"cross-encoder", "qwen3-reranker"}
 
 
 def model_deployment(spec: ModelSpec) -> Application:
@@ -23,6 +24,10 @@ def model_deployment(spec: ModelSpec) -> Application:
         from deployments.embedding import TextEmbeddingDeployment
 
         deployment = TextEmbeddingDeployment
+    elif spec.family in RERANK_FAMILIES:
+        from deployments.rerank import RerankDeployment
+
+        deployment = RerankDeployment
     else:
         raise ValueError(
             f"model {spec.name}: family {spec.family!r} cannot be served by this version of embedserve yet"

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from serve_app.config import Limits, ModelSpec
 from serve_app.errors import ServiceError, bad_request, too_large
-from serve_app.protocol import EmbedCall
-from serve_app.schemas import EmbeddingRequest
+from serve_app.protocol import EmbedCall, RerankCall
+from serve_app.schemas import EmbeddingRequest, TextDocument
 
 # The user guide seed's task table, word for word. `*.passage` tasks add no instruction.
 TASK_INSTRUCTIONS: dict[str, str | None] = {
@@ -160,3 +160,96 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         late_chunking=req.late_chunking,
     )
     return EmbeddingPlan(call=call, output_type=output_type)
+
+
+# ---- rerank -----------------------------------------------------------------------------------------
+RERANK_FAMILIES_WITH_INSTRUCTION = {"qwen3-reranker", "qwen3-vl-reranker"}
+
+
+@dataclass(slots=True)
+class RerankPlan:
+    """Either a cross-encoder call, or (for embedding models) one embed call: query first, then documents."""
+
+    documents: list[str]
+    top_n: int
+    rerank: RerankCall | None = None
+    embed: EmbedCall | None = None
+
+
+def _text(item: str | TextDocument) -> str:
+    return item if isinstance(item, str) else item.text
+
+
+def plan_rerank(
+    spec: ModelSpec,
+    *,
+    query: str | TextDocument,
+    documents: list[str | TextDocument],
+    top_n: int | None,
+    limits: Limits,
+    instruction: str | None = None,
+    max_tokens_per_doc: int | None = None,
+    raw_scores: bool = False,
+) -> RerankPlan:
+    query_text = _text(query)
+    if not query_text or not query_text.strip():
+        raise bad_request("`query` must not be empty.", param="query", code="empty_input")
+    if len(query_text) > limits.max_chars_per_input:
+        raise too_large(
+            f"query has {len(query_text)} characters; the limit is {limits.max_chars_per_input} (max_chars_per_input).",
+            param="query",
+        )
+    docs = [_text(d) for d in documents]
+    if not docs:
+        raise bad_request("`documents` must not be empty.", param="documents", code="empty_input")
+    if len(docs) > limits.max_documents_per_request:
+        raise too_large(
+            f"{len(docs)} documents in one request; the limit is {limits.max_documents_per_request} "
+            "(max_documents_per_request).",
+            param="documents",
+        )
+    for i, doc in enumerate(docs):
+        if not doc or not doc.strip():
+            raise bad_request(f"documents[{i}] is empty.", param=f"documents[{i}]", code="empty_input")
+        if len(doc) > limits.max_chars_per_input:
+            raise too_large(
+                f"documents[{i}] has {len(doc)} characters; the limit is {limits.max_chars_per_input} "
+                "(max_chars_per_input).",
+                param=f"documents[{i}]",
+            )
+    if top_n is not None and top_n < 1:
+        raise bad_request(f"top_n must be at least 1 (got {top_n}).", param="top_n")
+    if max_tokens_per_doc is not None and max_tokens_per_doc < 1:
+        raise bad_request(
+            f"max_tokens_per_doc must be at least 1 (got {max_tokens_per_doc}).", param="max_tokens_per_doc"
+        )
+    n = len(docs) if top_n is None else min(top_n, len(docs))
+
+    if spec.kind == "rerank":
+        if instruction is not None and spec.family not in RERANK_FAMILIES_WITH_INSTRUCTION:
+            raise bad_request(
+                f"Model {spec.name} does not take an instruction.", param="instruction", code="unsupported_parameter"
+            )
+        call = RerankCall(
+            query=query_text,
+            documents=docs,
+            instruction=instruction,
+            max_tokens_per_doc=max_tokens_per_doc,
+            raw_scores=raw_scores,
+        )
+        return RerankPlan(documents=docs, top_n=n, rerank=call)
+
+    # An embedding model reranks by cosine similarity; instruction-aware ones embed the query as a query.
+    if raw_scores:
+        raise bad_request(f"Model {spec.name} reranks by cosine similarity: it has no raw scores.", param="raw_scores")
+    if max_tokens_per_doc is not None:
+        raise bad_request(
+            f"max_tokens_per_doc is only supported by reranker models, not {spec.name}.", param="max_tokens_per_doc"
+        )
+    if instruction is not None and not spec.instruction_aware:
+        raise bad_request(
+            f"Model {spec.name} does not take an instruction.", param="instruction", code="unsupported_parameter"
+        )
+    if spec.instruction_aware and spec.family in QWEN3_INSTRUCTION_FAMILIES:
+        query_text = qwen3_query(instruction or TASK_INSTRUCTIONS["retrieval.query"], query_text)
+    return RerankPlan(documents=docs, top_n=n, embed=EmbedCall(texts=[query_text, *docs], truncate=True))

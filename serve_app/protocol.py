@@ -26,3 +26,23 @@ class EmbedReply:
     @property
     def total_tokens(self) -> int:
         return int(sum(self.token_counts))
+
+
+@dataclass(slots=True)
+class RerankCall:
+    query: str
+    documents: list[str]
+    instruction: str | None = None
+    max_tokens_per_doc: int | None = None
+    raw_scores: bool = False
+
+
+@dataclass(slots=True)
+class RerankReply:
+    scores: np.ndarray  # [n_documents] float32, in document order
+    token_counts: list[int] = field(default_factory=list)
+    model: str = ""
+
+    @property
+    def total_tokens(self) -> int:
+        return int(sum(self.token_counts))

@@ -6,8 +6,10 @@ handles it is given at build time (one cached handle per model and method).
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.responses import Response
 from ray import serve
@@ -18,8 +20,19 @@ from serve_app.body_limit import BodySizeLimit
 from serve_app.config import Limits, ModelSpec
 from serve_app.encoding import dumps, embeddings_response
 from serve_app.errors import ServiceError, unknown_model
-from serve_app.policy import plan_embedding
-from serve_app.schemas import EmbeddingRequest, EmbeddingResponse, ErrorResponse, Health, ModelCard, ModelList
+from serve_app.policy import RerankPlan, plan_embedding, plan_rerank
+from serve_app.schemas import (
+    CohereRerankRequest,
+    CohereRerankResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ErrorResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    RerankRequest,
+    RerankResponse,
+)
 
 app = FastAPI(
     title="embedserve",
@@ -46,8 +59,10 @@ def _json(payload: Any, status: int = 200) -> Response:
 def model_card(spec: ModelSpec, created: int) -> ModelCard:
     rng = spec.dimension_range()
     rerank = None
-    if spec.kind == "rerank":
-        rerank = "cross-encoder score"
+    if spec.family == "cross-encoder":
+        rerank = "cross-encoder: sigmoid of the relevance logit"
+    elif spec.kind == "rerank":
+        rerank = "reranker: probability of 'yes' from the judge template"
     elif spec.kind == "embedding":
         rerank = "cosine similarity of embeddings"
     return ModelCard(
@@ -77,6 +92,7 @@ class Router:
         _settings["limits"] = self.limits
         self.handles = handles
         self._embed = {name: h.options(method_name="embed") for name, h in handles.items()}
+        self._rerank = {name: h.options(method_name="rerank") for name, h in handles.items()}
         self._describe = {name: h.options(method_name="describe") for name, h in handles.items()}
         created = int(time.time())
         self._models_body = dumps(
@@ -105,6 +121,64 @@ class Router:
         reply = await self._call(self._embed[spec.name].remote(plan.call))
         payload = embeddings_response(reply.vectors, plan.output_type, reply.model or spec.name, reply.total_tokens)
         return Response(payload, media_type="application/json")
+
+    async def _ranked(self, plan: RerankPlan, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, int, str]:
+        """-> (order of documents best first, cut to top_n; scores in document order; tokens; model)."""
+        if plan.rerank is not None:
+            reply = await self._call(self._rerank[spec.name].remote(plan.rerank))
+            scores, tokens, model = reply.scores, reply.total_tokens, reply.model
+        else:
+            reply = await self._call(self._embed[spec.name].remote(plan.embed))
+            scores = reply.vectors[1:] @ reply.vectors[0]  # unit vectors: dot product = cosine
+            tokens, model = reply.total_tokens, reply.model
+        order = np.argsort(-scores, kind="stable")[: plan.top_n]
+        return order, scores, tokens, model or spec.name
+
+    @app.post("/v1/rerank", response_model=RerankResponse, responses=_ERRORS)
+    async def rerank(self, body: RerankRequest) -> Response:
+        spec = self._spec(body.model)
+        plan = plan_rerank(
+            spec,
+            query=body.query,
+            documents=body.documents,
+            top_n=body.top_n,
+            limits=self.limits,
+            instruction=body.instruction,
+            max_tokens_per_doc=body.max_tokens_per_doc,
+            raw_scores=body.raw_scores,
+        )
+        order, scores, tokens, model = await self._ranked(plan, spec)
+        results = []
+        for i in order.tolist():
+            item: dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}
+            if body.return_documents:
+                item["document"] = {"text": plan.documents[i]}
+            results.append(item)
+        return _json(
+            {
+                "id": uuid.uuid4().hex,
+                "model": model,
+                "results": results,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "meta": {"billed_units": {"input_tokens": tokens, "search_units": 1}},
+            }
+        )
+
+    @app.post("/v2/rerank", response_model=CohereRerankResponse, responses=_ERRORS)
+    async def rerank_cohere_v2(self, body: CohereRerankRequest) -> Response:
+        spec = self._spec(body.model)
+        plan = plan_rerank(
+            spec,
+            query=body.query,
+            documents=body.documents,
+            top_n=body.top_n,
+            limits=self.limits,
+            max_tokens_per_doc=body.max_tokens_per_doc,
+        )
+        order, scores, tokens, _ = await self._ranked(plan, spec)
+        results = [{"index": i, "relevance_score": float(scores[i])} for i in order.tolist()]
+        meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": tokens, "search_units": 1}}
+        return _json({"id": uuid.uuid4().hex, "results": results, "meta": meta})
 
     @app.get("/v1/models", response_model=ModelList)
     async def models(self) -> Response:

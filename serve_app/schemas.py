@@ -64,6 +64,69 @@ class EmbeddingResponse(BaseModel):
     usage: Usage
 
 
+# ---- rerank ---------------------------------------------------------------------------------------
+class TextDocument(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    text: str
+
+
+class RerankRequest(_Wire):
+    """Jina / Cohere v1 `/v1/rerank`."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: str
+    query: str | TextDocument
+    documents: list[str | TextDocument]
+    top_n: int | None = Field(None, description="return only the best n (default: all)")
+    return_documents: bool = Field(True, description="include each document's text in the results")
+    instruction: str | None = Field(None, description="task instruction for instruction-aware rerankers")
+    max_tokens_per_doc: int | None = Field(None, description="cut each document to this many tokens first")
+    raw_scores: bool = Field(False, description="raw logits instead of [0, 1] relevance")
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: TextDocument | None = None
+
+
+class RerankUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: RerankUsage
+    meta: dict[str, Any] | None = None
+
+
+class CohereRerankRequest(_Wire):
+    """Cohere v2 `/v2/rerank` (what `cohere.ClientV2(...).rerank(...)` sends)."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: str
+    query: str
+    documents: list[str | TextDocument]
+    top_n: int | None = None
+    max_tokens_per_doc: int | None = None
+
+
+class CohereRerankResult(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    results: list[CohereRerankResult]
+    meta: dict[str, Any]
+
+
 # ---- models ---------------------------------------------------------------------------------------
 class ModelCard(BaseModel):
     id: str

@@ -15,7 +15,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps Ray on loopback (see serve_app/cli.py)
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import build_tiny_qwen3, build_tiny_xlmr
+from tiny_models import build_tiny_cross_encoder, build_tiny_qwen3, build_tiny_qwen3_reranker, build_tiny_xlmr
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +50,16 @@ def tiny_xlmr_mean(tiny_dir) -> Path:
     return build_tiny_xlmr(tiny_dir / "xlmr-mean", pooling="mean", seed=1)
 
 
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_dir) -> Path:
+    return build_tiny_cross_encoder(tiny_dir / "cross-encoder-app")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_reranker(tiny_dir) -> Path:
+    return build_tiny_qwen3_reranker(tiny_dir / "qwen3-reranker-app")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,7 +86,7 @@ def _wildcard_listeners() -> set[str]:
     return found
 
 
-def tiny_model_entries(qwen3: Path, xlmr: Path, xlmr_mean: Path) -> list[dict]:
+def tiny_model_entries(qwen3: Path, xlmr: Path, xlmr_mean: Path, cross: Path, qwen3_reranker: Path) -> list[dict]:
     small = {"num_cpus": 0.25, "torch_threads": 1}
     return [
         {
@@ -97,11 +107,26 @@ def tiny_model_entries(qwen3: Path, xlmr: Path, xlmr_mean: Path) -> list[dict]:
             "late_chunking": True,
             "deployment": small,
         },
+        {
+            "name": "tiny-cross-encoder",
+            "family": "cross-encoder",
+            "source": str(cross),
+            "max_tokens": 128,
+            "deployment": small,
+        },
+        {
+            "name": "tiny-qwen3-reranker",
+            "family": "qwen3-reranker",
+            "source": str(qwen3_reranker),
+            "max_tokens": 512,
+            "instruction_aware": True,
+            "deployment": small,
+        },
     ]
 
 
 @pytest.fixture(scope="session")
-def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean):
+def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker):
     """One Ray instance and one embedserve application for the whole session -> base URL."""
     import ray
     from ray import serve
@@ -120,9 +145,14 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean):
                 "deployment": {"num_cpus": 1, "torch_threads": 2},
                 "batching": {"max_batch_tokens": 8192, "max_batch_size": 64, "batch_wait_timeout_s": 0.002},
             },
-            *tiny_model_entries(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean),
+            *tiny_model_entries(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker),
         ],
-        "limits": {"max_inputs_per_request": 64, "max_chars_per_input": 5000, "max_body_bytes": 65536},
+        "limits": {
+            "max_inputs_per_request": 64,
+            "max_chars_per_input": 5000,
+            "max_body_bytes": 200_000,
+            "max_documents_per_request": 400,
+        },
     }
     serve.run(build_app(args), name="embedserve", route_prefix="/")
     base = f"http://127.0.0.1:{port}"

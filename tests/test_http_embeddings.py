@@ -93,7 +93,7 @@ def test_malformed_json_and_oversized_body(serve_app):
     base = serve_app["base_url"]
     bad = httpx.post(f"{base}/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
     _error(bad, 422)
-    big = httpx.post(f"{base}/v1/embeddings", content=b"x" * 70000, headers={"content-type": "application/json"})
+    big = httpx.post(f"{base}/v1/embeddings", content=b"x" * 250_000, headers={"content-type": "application/json"})
     assert "max_body_bytes" in _error(big, 413)["message"]
     _error(httpx.get(f"{base}/no/such/route"), 404)
 

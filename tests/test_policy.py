@@ -11,6 +11,7 @@ from serve_app.policy import (
     QWEN3_LATE_CHUNKING,
     TASK_INSTRUCTIONS,
     plan_embedding,
+    plan_rerank,
     qwen3_query,
 )
 from serve_app.schemas import EmbeddingRequest
@@ -144,3 +145,48 @@ def test_output_options_pass_through():
     assert out.output_type == "base64"
     assert (out.call.normalize, out.call.truncate, out.call.truncation_direction) == (False, True, "left")
     assert plan(QWEN, encoding_format="base64", embedding_type="int8").output_type == "int8"
+
+
+# ---- rerank -------------------------------------------------------------------------------------
+QWEN_RERANK = ModelSpec(
+    name="qwen3-reranker-0.6b", family="qwen3-reranker", source="x", instruction_aware=True, max_tokens=8192
+)
+
+
+def rerank_plan(spec, **kw):
+    kw.setdefault("query", "q")
+    kw.setdefault("documents", ["a", "b", "c"])
+    kw.setdefault("top_n", None)
+    return plan_rerank(spec, limits=LIMITS, **kw)
+
+
+def test_rerank_plans():
+    p = rerank_plan(RERANK, top_n=10)
+    assert p.top_n == 3 and p.rerank is not None and p.embed is None
+    p = rerank_plan(QWEN_RERANK, instruction="Find code", max_tokens_per_doc=7)
+    assert (p.rerank.instruction, p.rerank.max_tokens_per_doc) == ("Find code", 7)
+    p = rerank_plan(QWEN, query="hello", documents=["d1", "d2"])  # an embedding model: cosine
+    assert p.embed.texts == [qwen3_query(TASK_INSTRUCTIONS["retrieval.query"], "hello"), "d1", "d2"]
+    assert p.embed.truncate
+    assert rerank_plan(MINILM, query="hello").embed.texts[0] == "hello"
+
+
+@pytest.mark.parametrize(
+    "spec,kw,status,needle",
+    [
+        (RERANK, {"documents": []}, 400, "must not be empty"),
+        (RERANK, {"documents": ["a", ""]}, 400, "documents[1] is empty"),
+        (RERANK, {"query": " "}, 400, "query"),
+        (RERANK, {"top_n": 0}, 400, "top_n"),
+        (RERANK, {"instruction": "x"}, 400, "does not take an instruction"),
+        (RERANK, {"max_tokens_per_doc": 0}, 400, "max_tokens_per_doc"),
+        (MINILM, {"raw_scores": True}, 400, "cosine"),
+        (MINILM, {"instruction": "x"}, 400, "does not take an instruction"),
+        (RERANK, {"documents": ["d"] * 1001}, 413, "max_documents_per_request"),
+        (RERANK, {"documents": ["y" * 51]}, 413, "characters"),
+    ],
+)
+def test_rerank_refusals(spec, kw, status, needle):
+    with pytest.raises(ServiceError) as info:
+        rerank_plan(spec, **kw)
+    assert info.value.status == status and needle in info.value.message

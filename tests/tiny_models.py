@@ -140,3 +140,56 @@ def _bump_weights(model: torch.nn.Module) -> None:
         for name, param in model.named_parameters():
             if "embed" in name and param.dim() == 2:
                 param.normal_(0.0, 1.0)
+
+
+def build_tiny_cross_encoder(directory: Path, *, seed: int = 0) -> Path:
+    """An XLM-RoBERTa sequence classifier with one logit (bge-reranker-v2-m3's shape, tiny)."""
+    from transformers import XLMRobertaForSequenceClassification
+
+    build_tiny_xlmr(directory, seed=seed)
+    config = XLMRobertaConfig.from_pretrained(directory)
+    config.num_labels = 1
+    config.architectures = ["XLMRobertaForSequenceClassification"]
+    torch.manual_seed(seed)
+    model = XLMRobertaForSequenceClassification(config)
+    _bump_weights(model)
+    with torch.no_grad():
+        model.classifier.out_proj.weight.normal_(0.0, 2.0)
+    model.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_qwen3_reranker(directory: Path, *, seed: int = 0) -> Path:
+    """A Qwen3 causal LM whose tokenizer has single 'yes' / 'no' tokens and the chat / think specials."""
+    from transformers import Qwen3ForCausalLM
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    tok, vocab = _byte_bpe(specials, words=["yes", "no"])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left"
+    )
+    fast.model_max_length = 512
+    directory.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(directory)
+    config = Qwen3Config(
+        vocab_size=len(tok.get_vocab()),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=512,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        bos_token_id=None,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    _bump_weights(model)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, 1.0)
+    model.save_pretrained(directory)
+    return directory
