@@ -47,6 +47,8 @@ class TokenBudgetBatcher:
         max_concurrent_batches: int = 1,
     ) -> None:
         async def _run(items: list[BatchItem]) -> list[Any]:
+            # Serve drops items whose caller was cancelled (timeout, disconnect) before calling us.
+            self.computed_items += len(items)
             return await run_batch([item.payload for item in items])
 
         self._batched = serve.batch(
@@ -56,6 +58,7 @@ class TokenBudgetBatcher:
             batch_size_fn=batch_cost,
         )(_run)
         self.max_concurrent_batches = max_concurrent_batches
+        self.computed_items = 0
         self.configure(max_batch_tokens, max_batch_size, batch_wait_timeout_s)
 
     def configure(self, max_batch_tokens: int, max_batch_size: int, batch_wait_timeout_s: float) -> None:

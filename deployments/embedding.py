@@ -112,7 +112,12 @@ class TextEmbeddingDeployment:
         )
 
     def describe(self) -> dict:
-        return replica_facts(self.spec, max_tokens=self.engine.max_tokens, dimensions=self.engine.dimensions)
+        return replica_facts(
+            self.spec,
+            max_tokens=self.engine.max_tokens,
+            dimensions=self.engine.dimensions,
+            computed_items=self.batcher.computed_items,
+        )
 
     def check_health(self) -> None:
         if self.engine is None:  # pragma: no cover

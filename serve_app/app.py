@@ -51,5 +51,9 @@ def build_app(args: dict[str, Any]) -> Application:
     elif cfg.router.num_replicas is not None:
         router_opts["num_replicas"] = cfg.router.num_replicas
     return Router.options(**router_opts).bind(
-        [s.model_dump(mode="json") for s in specs], handles, cfg.limits.model_dump()
+        [s.model_dump(mode="json") for s in specs],
+        handles,
+        cfg.limits.model_dump(),
+        cfg.auth.model_dump(),
+        cfg.request_timeout_s,
     )

@@ -119,6 +119,15 @@ class Limits(_Strict):
     max_documents_per_request: int = Field(1000, ge=1)
 
 
+class AuthConfig(_Strict):
+    """Bearer API keys. Keys come from `api_keys` and/or the comma-separated env var `api_keys_env`
+    (read by the router replica, so set it in the Serve config's runtime_env or the cluster's environment).
+    No keys at all: the API is open."""
+
+    api_keys: list[str] = Field(default_factory=list)
+    api_keys_env: str | None = "EMBEDSERVE_API_KEYS"
+
+
 class ModelEntry(BaseModel):
     """One item of `args.models`: a catalog name plus overrides, or a full declaration."""
 
@@ -133,3 +142,5 @@ class AppArgs(_Strict):
     catalog: str | None = Field(None, description="catalog YAML; default configs/models.yaml")
     router: DeploymentConfig = Field(default_factory=lambda: DeploymentConfig(num_cpus=0))
     limits: Limits = Field(default_factory=lambda: Limits())
+    auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
+    request_timeout_s: float = Field(60.0, gt=0, description="router-side deadline per request (504 after)")

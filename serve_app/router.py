@@ -16,8 +16,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve_app import http_errors
+from serve_app.auth import BearerAuth, load_keys
 from serve_app.body_limit import BodySizeLimit
-from serve_app.config import Limits, ModelSpec
+from serve_app.config import AuthConfig, Limits, ModelSpec
 from serve_app.encoding import dumps, embeddings_response
 from serve_app.errors import ServiceError, unknown_model
 from serve_app.policy import RerankPlan, plan_embedding, plan_rerank
@@ -39,8 +40,9 @@ app = FastAPI(
     version="0.1.0",
     description="Embeddings and reranking for many models behind one OpenAI/Jina/Cohere-compatible endpoint.",
 )
-_settings: dict[str, Any] = {"limits": Limits()}
+_settings: dict[str, Any] = {"limits": Limits(), "api_keys": []}
 app.add_middleware(BodySizeLimit, limit=lambda: _settings["limits"].max_body_bytes)
+app.add_middleware(BearerAuth, keys=lambda: _settings["api_keys"])  # added last: runs first
 http_errors.install(app)
 
 _ERRORS = {
@@ -83,13 +85,27 @@ def model_card(spec: ModelSpec, created: int) -> ModelCard:
     )
 
 
+async def _awaited(response) -> Any:
+    return await response
+
+
 @serve.deployment
 @serve.ingress(app)
 class Router:
-    def __init__(self, specs: list[dict], handles: dict[str, DeploymentHandle], limits: dict | None = None) -> None:
+    def __init__(
+        self,
+        specs: list[dict],
+        handles: dict[str, DeploymentHandle],
+        limits: dict | None = None,
+        auth: dict | None = None,
+        request_timeout_s: float = 60.0,
+    ) -> None:
         self.specs = {s["name"]: ModelSpec.model_validate(s) for s in specs}
         self.limits = Limits.model_validate(limits or {})
+        self.timeout_s = request_timeout_s
+        auth_cfg = AuthConfig.model_validate(auth or {})
         _settings["limits"] = self.limits
+        _settings["api_keys"] = load_keys(auth_cfg.api_keys, auth_cfg.api_keys_env)
         self.handles = handles
         self._embed = {name: h.options(method_name="embed") for name, h in handles.items()}
         self._rerank = {name: h.options(method_name="rerank") for name, h in handles.items()}
@@ -105,12 +121,18 @@ class Router:
             raise unknown_model(name, list(self.specs))
         return spec
 
-    @staticmethod
-    async def _call(response) -> Any:
+    async def _call(self, response) -> Any:
+        """Await a deployment's answer within the request deadline; map every failure to a ServiceError."""
         try:
-            return await response
-        except ServiceError as exc:
-            raise http_errors.from_ray(exc) from None
+            return await asyncio.wait_for(_awaited(response), timeout=self.timeout_s)
+        except TimeoutError:
+            response.cancel()  # frees the model's queue slots for this request
+            raise ServiceError(
+                f"The request took longer than {self.timeout_s:g} s.", status=504, type="timeout_error", code="timeout"
+            ) from None
+        except asyncio.CancelledError:
+            response.cancel()  # the client went away: drop its queued items too
+            raise
         except Exception as exc:
             raise http_errors.from_ray(exc) from None
 
