@@ -39,13 +39,15 @@ def scenarios(tmp_path_factory) -> dict:
     )
     try:
         _, stderr = proc.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+    except BaseException as exc:  # time-out, or the run interrupted: end the scenarios (they shut Ray down)
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            _, stderr = proc.communicate(timeout=30)
+            _, stderr = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             _, stderr = proc.communicate()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
         pytest.fail(f"cluster scenarios ran past {TIMEOUT_S}s:\n{stderr[-4000:]}")
     assert proc.returncode == 0 and out.exists(), stderr[-4000:]
     results = json.loads(out.read_text())
@@ -86,7 +88,7 @@ def test_autoscaling_goes_up_under_load_and_back_down_after(scenarios):
     counts = [n for _, n in p["timeline"]]
     assert counts[0] == 1 and max(counts) >= 2 and counts[-1] == 1
     assert p["load_requests"] > 0 and p["load_ok"] == p["load_requests"]  # scaling dropped nothing
-    assert p["load_requests"] <= 8 * 400  # the load is bounded
+    assert p["load_requests"] <= 6 * 600  # the load is bounded
 
 
 def test_live_batching_update_keeps_requests_in_flight(scenarios):
