@@ -92,10 +92,9 @@ def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "c
 
 
 class Scenario:
-    def __init__(self, port: int, models_dir: Path) -> None:
+    def __init__(self, port: int) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
-        self.models_dir = models_dir
         self.client = _get_global_client()
 
     def config(self, apps: list[dict]) -> dict:
@@ -143,7 +142,7 @@ class Scenario:
         replicas = deps.get(deployment, {}).get("replicas", [])
         return [r for r in replicas if r.get("state") == "RUNNING"]
 
-    def describe_all(self, app: str, deployment: str, expected: int, tries: int = 60) -> list[dict]:
+    def describe_all(self, app: str, deployment: str, expected: int, tries: int = 100) -> list[dict]:
         """describe() of every running replica (requests are routed at random: call until all answered)."""
         handle = serve.get_deployment_handle(deployment, app_name=app)
         facts: dict[int, dict] = {}
@@ -152,6 +151,7 @@ class Scenario:
             facts[fact["pid"]] = fact
             if len(facts) >= expected:
                 break
+            time.sleep(0.05)
         return list(facts.values())
 
     def embed(self, http: httpx.Client, prefix: str, model: str, text: str) -> httpx.Response:
@@ -492,7 +492,7 @@ def main() -> int:
         nodes = {"head": cluster.head_node.node_id, "worker": worker.node_id}
         port = free_port()
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        sc = Scenario(port, models_dir)
+        sc = Scenario(port)
         log(f"cluster up: nodes {nodes}, Serve on 127.0.0.1:{port}")
         for name, run in (
             ("placement", lambda: phase_placement(sc, tiny, nodes)),
