@@ -101,6 +101,7 @@ IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
 __all__ = [
     "EMBEDDING_INSTRUCTION",
     "RERANKER_INSTRUCTION",
+    "RERANKER_SYSTEM",
     "PatchGeometry",
     "PreparedSide",
     "Qwen3VLEmbeddingEngine",
@@ -123,11 +124,11 @@ class VLItem:
     instruction: str | None = None
 
     def __post_init__(self) -> None:
-        # Accept a single image / video for convenience.
-        if isinstance(self.images, Image.Image):
-            object.__setattr__(self, "images", (self.images,))
-        if isinstance(self.videos, Video):
-            object.__setattr__(self, "videos", (self.videos,))
+        # Accept a single image / video, or lists, for convenience.
+        images = (self.images,) if isinstance(self.images, Image.Image) else tuple(self.images)
+        videos = (self.videos,) if isinstance(self.videos, Video) else tuple(self.videos)
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "videos", videos)
 
 
 @dataclass(frozen=True)
