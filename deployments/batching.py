@@ -65,9 +65,18 @@ class TokenBudgetBatcher:
         """Live update (from `reconfigure`); affects batches formed from now on."""
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
+        self.batch_wait_timeout_s = batch_wait_timeout_s
         self._slot_tokens = max(1.0, max_batch_tokens / max_batch_size)
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "max_batch_tokens": self.max_batch_tokens,
+            "max_batch_size": self.max_batch_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+            "max_concurrent_batches": self.max_concurrent_batches,
+        }
 
     def cost(self, tokens: int) -> int:
         return min(self.max_batch_size, max(1, math.ceil(tokens / self._slot_tokens)))

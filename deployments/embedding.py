@@ -117,6 +117,7 @@ class TextEmbeddingDeployment:
             max_tokens=self.engine.max_tokens,
             dimensions=self.engine.dimensions,
             computed_items=self.batcher.computed_items,
+            batching=self.batcher.settings(),
         )
 
     def check_health(self) -> None:

@@ -90,4 +90,9 @@ class RerankDeployment:
         return RerankReply(scores=scores, token_counts=[len(t) for t in items], model=self.spec.name)
 
     def describe(self) -> dict:
-        return replica_facts(self.spec, max_tokens=self.engine.max_tokens, computed_items=self.batcher.computed_items)
+        return replica_facts(
+            self.spec,
+            max_tokens=self.engine.max_tokens,
+            computed_items=self.batcher.computed_items,
+            batching=self.batcher.settings(),
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployments.engines.batching import pad_batch, padding_efficiency, plan_micro_batches
 
@@ -41,3 +43,27 @@ def test_pad_sides():
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
     ids, mask = pad_batch([[1, 2, 3], [4]], pad_id=9, side="right")
     assert ids.tolist() == [[1, 2, 3], [4, 9, 9]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@settings(max_examples=200, database=None)
+@given(
+    lengths=st.lists(st.integers(1, 600), min_size=1, max_size=120),
+    budget=st.integers(16, 20000),
+    rows=st.one_of(st.none(), st.integers(1, 64)),
+)
+def test_plan_property(lengths, budget, rows):
+    """Every item exactly once; each micro-batch within the budget and row cap, or a lone item."""
+    groups = plan_micro_batches(lengths, budget, max_rows=rows)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        assert len(g) == 1 or max(lengths[i] for i in g) * len(g) <= budget
+        assert rows is None or len(g) <= rows
+
+
+@settings(max_examples=100, database=None)
+@given(st.lists(st.lists(st.integers(0, 50), min_size=1, max_size=20), min_size=1, max_size=10), st.booleans())
+def test_pad_property(seqs, left):
+    ids, mask = pad_batch(seqs, pad_id=99, side="left" if left else "right")
+    for row, seq in enumerate(seqs):
+        kept = ids[row][mask[row].bool()].tolist()
+        assert kept == seq and int(mask[row].sum()) == len(seq)

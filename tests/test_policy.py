@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serve_app.config import Limits, ModelSpec
 from serve_app.errors import ServiceError
@@ -190,3 +192,30 @@ def test_rerank_refusals(spec, kw, status, needle):
     with pytest.raises(ServiceError) as info:
         rerank_plan(spec, **kw)
     assert info.value.status == status and needle in info.value.message
+
+
+@settings(max_examples=200, database=None)
+@given(dims=st.integers(-10, 3000))
+def test_dimensions_property(dims):
+    """A requested size is accepted exactly when it is inside the model's matryoshka range."""
+    try:
+        out = plan(QWEN, dimensions=dims).call.dimensions
+    except ServiceError as err:
+        assert not 32 <= dims <= 1024 and err.status == 400 and err.param == "dimensions"
+    else:
+        assert 32 <= dims <= 1024 and out == (None if dims == 1024 else dims)
+
+
+@settings(max_examples=200, database=None)
+@given(texts=st.lists(st.text(max_size=60), max_size=6), task=st.sampled_from([None, *TASK_INSTRUCTIONS]))
+def test_instruction_property(texts, task):
+    """Accepted inputs keep their order and count; queries get the template, passages stay verbatim."""
+    try:
+        out = plan(QWEN, input=texts, task=task)
+    except ServiceError as err:
+        assert err.status in (400, 413)
+        assert not texts or len(texts) > 4 or any(not t.strip() or len(t) > 50 for t in texts)
+        return
+    instruction = TASK_INSTRUCTIONS.get(task) if task else None
+    expected = [qwen3_query(instruction, t) if instruction else t for t in texts]
+    assert out.call.texts == expected
