@@ -127,6 +127,8 @@ def test_sparse_token_view(engine):
         token = engine.tokenizer.decode([token_id])
         expected[token] = max(expected.get(token, 0.0), weight)
     assert view == expected and len(view) > 0
+    strings = engine.token_strings(out.sparse)
+    assert strings == [engine.tokenizer.decode([i]) for i in out.sparse.indices.tolist()]
 
 
 def test_batch_equals_alone_across_micro_batches(m3_dir):

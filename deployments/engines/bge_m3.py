@@ -190,12 +190,15 @@ class BGEM3Engine(TextEmbeddingEngine):
         return SparseVector(indices=indices, values=values)
 
     # -- views ------------------------------------------------------------------------------------
+    def token_strings(self, vector: SparseVector) -> list[str]:
+        """Each id of `vector.indices` decoded alone, in the same order (a `tokens` list beside `indices`)."""
+        return [self.tokenizer.decode([token_id]) for token_id in vector.indices.tolist()]
+
     def sparse_tokens(self, vector: SparseVector) -> dict[str, float]:
         """`{token: weight}`: each id decoded alone by the tokenizer (as FlagEmbedding's
         `convert_id_to_token` does). Two ids that decode to the same string keep the larger weight."""
         out: dict[str, float] = {}
-        for token_id, weight in zip(vector.indices.tolist(), vector.values.tolist(), strict=True):
-            token = self.tokenizer.decode([token_id])
+        for token, weight in zip(self.token_strings(vector), vector.values.tolist(), strict=True):
             if weight > out.get(token, 0.0):
                 out[token] = weight
         return out
