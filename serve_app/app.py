@@ -28,6 +28,14 @@ def model_deployment(spec: ModelSpec) -> Application:
         from deployments.rerank import RerankDeployment
 
         deployment = RerankDeployment
+    elif spec.family == "qwen3-vl-embedding":
+        from deployments.vl import VLEmbeddingDeployment
+
+        deployment = VLEmbeddingDeployment
+    elif spec.family == "qwen3-vl-reranker":
+        from deployments.vl import VLRerankDeployment
+
+        deployment = VLRerankDeployment
     else:
         raise ValueError(
             f"model {spec.name}: family {spec.family!r} cannot be served by this version of embedserve yet"

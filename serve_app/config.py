@@ -62,6 +62,17 @@ class DeploymentConfig(_Strict):
     graceful_shutdown_timeout_s: float | None = None
 
 
+class VisionConfig(_Strict):
+    """Per-model vision budget for Qwen3-VL models (defaults: the embedding model stack seed)."""
+
+    min_pixels: int = Field(4096, ge=1)
+    max_pixels: int = Field(1_843_200, ge=1)
+    total_pixels: int = Field(7_864_320, ge=1, description="pixel budget of one video")
+    fps: float = Field(1.0, gt=0)
+    max_frames: int = Field(64, ge=2)
+    max_batch_patches: int = Field(65536, ge=1, description="vision-tower patches in one micro-batch")
+
+
 class MatryoshkaRange(_Strict):
     min: int = Field(ge=1)
     max: int = Field(ge=1)
@@ -85,6 +96,7 @@ class ModelSpec(_Strict):
     modalities: list[Modality] = Field(default_factory=lambda: ["text"])
     default_instruction: str | None = None
     fallback: str | None = None
+    vision: VisionConfig = Field(default_factory=VisionConfig)
     description: str | None = None
     dtype: str | None = None
     device: str | None = None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from serve_app.config import Limits, ModelSpec
 from serve_app.errors import ServiceError, bad_request, too_large
 from serve_app.protocol import EmbedCall, RerankCall
-from serve_app.schemas import EmbeddingRequest, TextDocument
+from serve_app.schemas import ContentItem, EmbeddingRequest
 
 # The user guide seed's task table, word for word. `*.passage` tasks add no instruction.
 TASK_INSTRUCTIONS: dict[str, str | None] = {
@@ -129,13 +129,42 @@ def check_texts(texts: list[str], limits: Limits, param: str = "input") -> None:
             )
 
 
+VL_FAMILIES = {"qwen3-vl-embedding", "qwen3-vl-reranker"}
+
+
+def content_dict(item: str | ContentItem) -> dict:
+    """A request item as the plain dict a VL deployment receives (raw media references, no Nones)."""
+    if isinstance(item, str):
+        return {"text": item}
+    return {k: v for k, v in item.model_dump().items() if v is not None}
+
+
+def check_content(spec: ModelSpec, items: list[str | ContentItem], limits: Limits, param: str) -> None:
+    """Media only for models that take it; text parts checked like plain texts (media-only items may omit text)."""
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            continue
+        where = f"{param}[{i}]"
+        for kind, value in (("image", item.image), ("video", item.video)):
+            if value is not None and kind not in spec.modalities:
+                raise bad_request(
+                    f"{where} has an {kind}, but model {spec.name} takes {' and '.join(spec.modalities)} only.",
+                    param=f"{where}.{kind}",
+                    code="unsupported_modality",
+                )
+        if isinstance(item.video, list) and not item.video:
+            raise bad_request(f"{where}.video is an empty frame list.", param=f"{where}.video")
+    texts = [x if isinstance(x, str) else (x.text if x.text is not None or not x.has_media else "x") for x in items]
+    check_texts(texts, limits, param)
+
+
 def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> EmbeddingPlan:
     if spec.kind != "embedding":
         raise bad_request(
             f"Model {spec.name} is a {spec.kind} model; use /v1/rerank.", param="model", code="wrong_model_kind"
         )
-    texts = [req.input] if isinstance(req.input, str) else list(req.input)
-    check_texts(texts, limits)
+    raw = [req.input] if isinstance(req.input, str) else list(req.input)
+    check_content(spec, raw, limits, "input")
     if "text" not in spec.modalities:
         raise bad_request(f"Model {spec.name} does not take text input.", param="input")
 
@@ -144,10 +173,26 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         refusal = late_chunking_refusal(spec)
         if refusal:
             raise ServiceError(refusal, status=400, param="late_chunking", code="unsupported_parameter")
-        if instruction:
-            raise bad_request("late_chunking does not take an instruction.", param="late_chunking")
-    if instruction and spec.family in QWEN3_INSTRUCTION_FAMILIES:
-        texts = [qwen3_query(instruction, t) for t in texts]
+        if instruction or any(not isinstance(x, str) for x in raw):
+            raise bad_request("late_chunking takes plain text chunks and no instruction.", param="late_chunking")
+
+    items = None
+    if spec.family in VL_FAMILIES:
+        # Qwen3-VL puts the instruction in the system message (queries and documents alike).
+        items = [content_dict(x) for x in raw]
+        texts = [x.get("text", "") for x in items]
+    else:
+        texts = []
+        for i, x in enumerate(raw):
+            text, own = (x, None) if isinstance(x, str) else (x.text or "", x.instruction)
+            if own is not None and not (spec.instruction_aware and spec.family in QWEN3_INSTRUCTION_FAMILIES):
+                raise bad_request(
+                    f"input[{i}].instruction: model {spec.name} takes no instruction.",
+                    param=f"input[{i}].instruction",
+                    code="unsupported_parameter",
+                )
+            chosen = own or instruction
+            texts.append(qwen3_query(chosen, text) if chosen and spec.family in QWEN3_INSTRUCTION_FAMILIES else text)
 
     dims = check_dimensions(spec, req.dimensions)
     output_type = req.embedding_type or req.encoding_format
@@ -158,8 +203,42 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         dimensions=dims,
         normalize=req.normalized,
         late_chunking=req.late_chunking,
+        items=items,
+        instruction=instruction if items is not None else None,
     )
     return EmbeddingPlan(call=call, output_type=output_type)
+
+
+def fallback_for(spec: ModelSpec, specs: dict[str, ModelSpec], call: EmbedCall, failure: ServiceError):
+    """(fallback model, call) when a VL model failed on the server side (5xx, unavailable, timeout) and
+    the request is text-only; None otherwise. Its vectors live in another space: the reply names it."""
+    if not spec.fallback or failure.status < 500 or spec.fallback not in specs:
+        return None
+    fallback = specs[spec.fallback]
+    fallback_call = text_only_fallback(call, fallback)
+    return (fallback, fallback_call) if fallback_call is not None else None
+
+
+def text_only_fallback(call: EmbedCall, fallback: ModelSpec) -> EmbedCall | None:
+    """The same request for a text model, when every item is text (else None: no fallback possible)."""
+    if call.items is None or any(set(item) - {"text", "instruction"} for item in call.items):
+        return None
+    texts = []
+    for item in call.items:
+        chosen = item.get("instruction") or call.instruction
+        text = item.get("text", "")
+        use = chosen and fallback.instruction_aware and fallback.family in QWEN3_INSTRUCTION_FAMILIES
+        texts.append(qwen3_query(chosen, text) if use else text)
+    dims = call.dimensions
+    if dims is not None and fallback.dimensions is not None and dims > fallback.dimensions:
+        return None
+    return EmbedCall(
+        texts=texts,
+        truncate=call.truncate,
+        truncation_direction=call.truncation_direction,
+        dimensions=dims,
+        normalize=call.normalize,
+    )
 
 
 # ---- rerank -----------------------------------------------------------------------------------------
@@ -176,30 +255,40 @@ class RerankPlan:
     embed: EmbedCall | None = None
 
 
-def _text(item: str | TextDocument) -> str:
-    return item if isinstance(item, str) else item.text
+def _text(item: str | ContentItem, spec: ModelSpec, where: str) -> str:
+    if isinstance(item, str):
+        return item
+    if item.has_media and spec.family not in VL_FAMILIES:
+        raise bad_request(
+            f"{where} has an image or video, but model {spec.name} takes text only.",
+            param=where,
+            code="unsupported_modality",
+        )
+    return item.text or ""
 
 
 def plan_rerank(
     spec: ModelSpec,
     *,
-    query: str | TextDocument,
-    documents: list[str | TextDocument],
+    query: str | ContentItem,
+    documents: list[str | ContentItem],
     top_n: int | None,
     limits: Limits,
     instruction: str | None = None,
     max_tokens_per_doc: int | None = None,
     raw_scores: bool = False,
 ) -> RerankPlan:
-    query_text = _text(query)
-    if not query_text or not query_text.strip():
+    vl = spec.family in VL_FAMILIES
+    query_text = _text(query, spec, "query")
+    query_has_media = not isinstance(query, str) and query.has_media
+    if not (vl and query_has_media) and not query_text.strip():
         raise bad_request("`query` must not be empty.", param="query", code="empty_input")
     if len(query_text) > limits.max_chars_per_input:
         raise too_large(
             f"query has {len(query_text)} characters; the limit is {limits.max_chars_per_input} (max_chars_per_input).",
             param="query",
         )
-    docs = [_text(d) for d in documents]
+    docs = [_text(d, spec, f"documents[{i}]") for i, d in enumerate(documents)]
     if not docs:
         raise bad_request("`documents` must not be empty.", param="documents", code="empty_input")
     if len(docs) > limits.max_documents_per_request:
@@ -209,7 +298,8 @@ def plan_rerank(
             param="documents",
         )
     for i, doc in enumerate(docs):
-        if not doc or not doc.strip():
+        media_only = vl and not isinstance(documents[i], str) and documents[i].has_media
+        if not media_only and (not doc or not doc.strip()):
             raise bad_request(f"documents[{i}] is empty.", param=f"documents[{i}]", code="empty_input")
         if len(doc) > limits.max_chars_per_input:
             raise too_large(
@@ -230,14 +320,18 @@ def plan_rerank(
             raise bad_request(
                 f"Model {spec.name} does not take an instruction.", param="instruction", code="unsupported_parameter"
             )
+        if vl:
+            check_content(spec, [query], limits, "query")
+            check_content(spec, list(documents), limits, "documents")
         call = RerankCall(
-            query=query_text,
-            documents=docs,
+            query=content_dict(query) if vl else query_text,
+            documents=[content_dict(d) for d in documents] if vl else docs,
             instruction=instruction,
             max_tokens_per_doc=max_tokens_per_doc,
             raw_scores=raw_scores,
         )
-        return RerankPlan(documents=docs, top_n=n, rerank=call)
+        shown = [content_dict(d) for d in documents] if vl else [{"text": d} for d in docs]
+        return RerankPlan(documents=shown, top_n=n, rerank=call)
 
     # An embedding model reranks by cosine similarity; instruction-aware ones embed the query as a query.
     if raw_scores:
@@ -252,4 +346,11 @@ def plan_rerank(
         )
     if spec.instruction_aware and spec.family in QWEN3_INSTRUCTION_FAMILIES:
         query_text = qwen3_query(instruction or TASK_INSTRUCTIONS["retrieval.query"], query_text)
-    return RerankPlan(documents=docs, top_n=n, embed=EmbedCall(texts=[query_text, *docs], truncate=True))
+    if any(not isinstance(d, str) and d.has_media for d in [query, *documents]):
+        check_content(spec, [query, *documents], limits, "documents")
+    call = EmbedCall(texts=[query_text, *docs], truncate=True)
+    if spec.family in VL_FAMILIES:
+        items = [content_dict(query), *(content_dict(d) for d in documents)]
+        items[0].setdefault("instruction", instruction or TASK_INSTRUCTIONS["retrieval.query"])
+        call = EmbedCall(texts=call.texts, truncate=True, items=items)
+    return RerankPlan(documents=[content_dict(d) for d in documents], top_n=n, embed=call)

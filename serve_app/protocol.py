@@ -9,12 +9,17 @@ import numpy as np
 
 @dataclass(slots=True)
 class EmbedCall:
+    """texts for text models; for Qwen3-VL models `items` ({text?, image?, video?, instruction?} dicts with
+    raw media references, decoded by the deployment) and the request-wide `instruction`."""
+
     texts: list[str]
     truncate: bool = False
     truncation_direction: str = "right"
     dimensions: int | None = None
     normalize: bool = True
     late_chunking: bool = False
+    items: list[dict] | None = None
+    instruction: str | None = None
 
 
 @dataclass(slots=True)
@@ -30,8 +35,10 @@ class EmbedReply:
 
 @dataclass(slots=True)
 class RerankCall:
-    query: str
-    documents: list[str]
+    """Plain strings for text rerankers; {text?, image?, video?} dicts for Qwen3-VL rerankers."""
+
+    query: str | dict
+    documents: list
     instruction: str | None = None
     max_tokens_per_doc: int | None = None
     raw_scores: bool = False

@@ -5,6 +5,7 @@ handles it is given at build time (one cached handle per model and method).
 """
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
@@ -21,7 +22,7 @@ from serve_app.body_limit import BodySizeLimit
 from serve_app.config import AuthConfig, Limits, ModelSpec
 from serve_app.encoding import dumps, embeddings_response
 from serve_app.errors import ServiceError, unknown_model
-from serve_app.policy import RerankPlan, plan_embedding, plan_rerank
+from serve_app.policy import RerankPlan, fallback_for, plan_embedding, plan_rerank
 from serve_app.schemas import (
     CohereRerankRequest,
     CohereRerankResponse,
@@ -40,6 +41,7 @@ app = FastAPI(
     version="0.1.0",
     description="Embeddings and reranking for many models behind one OpenAI/Jina/Cohere-compatible endpoint.",
 )
+log = logging.getLogger("ray.serve")
 _settings: dict[str, Any] = {"limits": Limits(), "api_keys": []}
 app.add_middleware(BodySizeLimit, limit=lambda: _settings["limits"].max_body_bytes)
 app.add_middleware(BearerAuth, keys=lambda: _settings["api_keys"])  # added last: runs first
@@ -63,6 +65,8 @@ def model_card(spec: ModelSpec, created: int) -> ModelCard:
     rerank = None
     if spec.family == "cross-encoder":
         rerank = "cross-encoder: sigmoid of the relevance logit"
+    elif spec.family == "qwen3-vl-reranker":
+        rerank = "reranker: sigmoid of the yes - no logits at the last position"
     elif spec.kind == "rerank":
         rerank = "reranker: probability of 'yes' from the judge template"
     elif spec.kind == "embedding":
@@ -140,7 +144,14 @@ class Router:
     async def embeddings(self, body: EmbeddingRequest) -> Response:
         spec = self._spec(body.model)
         plan = plan_embedding(spec, body, self.limits)
-        reply = await self._call(self._embed[spec.name].remote(plan.call))
+        try:
+            reply = await self._call(self._embed[spec.name].remote(plan.call))
+        except ServiceError as failure:
+            fallback = fallback_for(spec, self.specs, plan.call, failure)
+            if fallback is None:
+                raise
+            log.warning("%s failed (%s); text-only request served by %s", spec.name, failure.status, fallback[0].name)
+            reply = await self._call(self._embed[fallback[0].name].remote(fallback[1]))
         payload = embeddings_response(reply.vectors, plan.output_type, reply.model or spec.name, reply.total_tokens)
         return Response(payload, media_type="application/json")
 
@@ -174,7 +185,7 @@ class Router:
         for i in order.tolist():
             item: dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}
             if body.return_documents:
-                item["document"] = {"text": plan.documents[i]}
+                item["document"] = plan.documents[i]
             results.append(item)
         return _json(
             {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Wire(BaseModel):
@@ -23,6 +23,32 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+# ---- multimodal content ---------------------------------------------------------------------------
+class ContentItem(BaseModel):
+    """One input or rerank side: any of text, an image and a video, plus an optional instruction.
+
+    image: an http(s) URL, a data URI or bare base64. video: a URL or data URI of a video file, or a list
+    of frames (each an image reference). Only Qwen3-VL models take image / video.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = None
+    image: str | None = None
+    video: str | list[str] | None = None
+    instruction: str | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ContentItem:
+        if self.text is None and self.image is None and self.video is None:
+            raise ValueError("give at least one of text, image, video")
+        return self
+
+    @property
+    def has_media(self) -> bool:
+        return self.image is not None or self.video is not None
+
+
 # ---- embeddings -----------------------------------------------------------------------------------
 EmbeddingType = Literal["float", "base64", "binary", "ubinary", "int8"]
 
@@ -33,7 +59,9 @@ class EmbeddingRequest(_Wire):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())  # unknown OpenAI fields are harmless
 
     model: str
-    input: str | list[str] = Field(description="one text or a list of texts")
+    input: str | list[str | ContentItem] = Field(
+        description="one text, or a list of texts and content objects {text?, image?, video?, instruction?}"
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="matryoshka output size; cut then re-normalized")
     user: str | None = None
@@ -65,19 +93,14 @@ class EmbeddingResponse(BaseModel):
 
 
 # ---- rerank ---------------------------------------------------------------------------------------
-class TextDocument(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    text: str
-
-
 class RerankRequest(_Wire):
     """Jina / Cohere v1 `/v1/rerank`."""
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
     model: str
-    query: str | TextDocument
-    documents: list[str | TextDocument]
+    query: str | ContentItem
+    documents: list[str | ContentItem]
     top_n: int | None = Field(None, description="return only the best n (default: all)")
     return_documents: bool = Field(True, description="include each document's text in the results")
     instruction: str | None = Field(None, description="task instruction for instruction-aware rerankers")
@@ -88,7 +111,7 @@ class RerankRequest(_Wire):
 class RerankResult(BaseModel):
     index: int
     relevance_score: float
-    document: TextDocument | None = None
+    document: dict[str, Any] | None = Field(None, description="the document as sent: {text} (and image / video)")
 
 
 class RerankUsage(BaseModel):
@@ -111,7 +134,7 @@ class CohereRerankRequest(_Wire):
 
     model: str
     query: str
-    documents: list[str | TextDocument]
+    documents: list[str | ContentItem]
     top_n: int | None = None
     max_tokens_per_doc: int | None = None
 

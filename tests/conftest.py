@@ -51,6 +51,13 @@ def tiny_xlmr_mean(tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vl(tiny_dir) -> Path:
+    from tests.tiny_vl import build_tiny_qwen3_vl
+
+    return build_tiny_qwen3_vl(tiny_dir / "qwen3-vl")
+
+
+@pytest.fixture(scope="session")
 def tiny_cross_encoder(tiny_dir) -> Path:
     return build_tiny_cross_encoder(tiny_dir / "cross-encoder-app")
 
@@ -125,8 +132,32 @@ def tiny_model_entries(qwen3: Path, xlmr: Path, xlmr_mean: Path, cross: Path, qw
     ]
 
 
+def tiny_vl_entries(vl: Path) -> list[dict]:
+    small = {"num_cpus": 0.25, "torch_threads": 1}
+    common = {"source": str(vl), "max_tokens": 4096, "deployment": small, "batching": {"max_batch_tokens": 4096}}
+    return [
+        {
+            "name": "tiny-vl-embedding",
+            "family": "qwen3-vl-embedding",
+            "matryoshka": {"min": 8, "max": 64},
+            "instruction_aware": True,
+            "tasks": ["retrieval.query", "retrieval.passage"],
+            "modalities": ["text", "image", "video"],
+            "fallback": "tiny-qwen3-embedding",
+            **common,
+        },
+        {
+            "name": "tiny-vl-reranker",
+            "family": "qwen3-vl-reranker",
+            "instruction_aware": True,
+            "modalities": ["text", "image", "video"],
+            **common,
+        },
+    ]
+
+
 @pytest.fixture(scope="session")
-def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker):
+def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker, tiny_vl):
     """One Ray instance and one embedserve application for the whole session -> base URL."""
     import ray
     from ray import serve
@@ -146,6 +177,7 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qw
                 "batching": {"max_batch_tokens": 8192, "max_batch_size": 64, "batch_wait_timeout_s": 0.002},
             },
             *tiny_model_entries(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker),
+            *tiny_vl_entries(tiny_vl),
         ],
         "limits": {
             "max_inputs_per_request": 64,

@@ -12,6 +12,7 @@ from serve_app.policy import (
     BGE_M3_LATE_CHUNKING,
     QWEN3_LATE_CHUNKING,
     TASK_INSTRUCTIONS,
+    fallback_for,
     plan_embedding,
     plan_rerank,
     qwen3_query,
@@ -219,3 +220,43 @@ def test_instruction_property(texts, task):
     instruction = TASK_INSTRUCTIONS.get(task) if task else None
     expected = [qwen3_query(instruction, t) if instruction else t for t in texts]
     assert out.call.texts == expected
+
+
+# ---- multimodal and fallback ----------------------------------------------------------------------
+VL = ModelSpec(
+    name="qwen3-vl-embedding-8b",
+    family="qwen3-vl-embedding",
+    source="x",
+    dimensions=4096,
+    matryoshka={"min": 64, "max": 4096},
+    instruction_aware=True,
+    tasks=list(TASK_INSTRUCTIONS),
+    modalities=["text", "image", "video"],
+    fallback="qwen3-embedding-8b",
+)
+QWEN8 = QWEN.model_copy(update={"name": "qwen3-embedding-8b", "dimensions": 4096, "matryoshka": None})
+
+
+def test_vl_plan_keeps_media_and_puts_instruction_in_system():
+    out = plan(VL, input=["a", {"image": "data:image/png;base64,AAAA", "text": "b"}], task="qa.query")
+    assert out.call.items == [{"text": "a"}, {"image": "data:image/png;base64,AAAA", "text": "b"}]
+    assert out.call.instruction == TASK_INSTRUCTIONS["qa.query"] and out.call.texts == ["a", "b"]
+    assert plan(VL, input=[{"video": ["f1", "f2"]}]).call.items == [{"video": ["f1", "f2"]}]
+
+
+def test_fallback_only_for_server_failures_of_text_only_requests():
+    specs = {"qwen3-vl-embedding-8b": VL, "qwen3-embedding-8b": QWEN8}
+    down = ServiceError("replica died", status=503)
+    text = plan(VL, input=["hello", {"text": "world", "instruction": "Find it"}], task="qa.query").call
+    chosen = fallback_for(VL, specs, text, down)
+    assert chosen is not None and chosen[0].name == "qwen3-embedding-8b"
+    assert chosen[1].texts == [qwen3_query(TASK_INSTRUCTIONS["qa.query"], "hello"), qwen3_query("Find it", "world")]
+    assert fallback_for(VL, specs, text, ServiceError("bad input", status=400)) is None
+    media = plan(VL, input=[{"image": "data:image/png;base64,AAAA"}]).call
+    assert fallback_for(VL, specs, media, down) is None
+    assert fallback_for(VL.model_copy(update={"fallback": None}), specs, text, down) is None
+
+
+def test_media_refused_for_text_models():
+    err = refused(MINILM, input=[{"text": "x", "image": "data:image/png;base64,AAAA"}])
+    assert err.param == "input[0].image" and "takes text only" in err.message
