@@ -23,6 +23,18 @@ log = logging.getLogger("ray.serve")
 def build_text_engine(spec: ModelSpec):
     from deployments.engines.text_embedding import ENCODER, QWEN3_EMBEDDING, TextEmbeddingEngine, TextEmbeddingRecipe
 
+    if spec.family == "encoder" and set(spec.outputs) - {"dense"}:
+        from deployments.engines.bge_m3 import BGEM3Engine
+
+        return BGEM3Engine(
+            spec.source,
+            sparse="sparse" in spec.outputs,
+            colbert="colbert" in spec.outputs,
+            runtime=engine_runtime(spec),
+            max_tokens=spec.max_tokens,
+            max_batch_tokens=spec.batching.max_batch_tokens,
+            trust_remote_code=spec.trust_remote_code,
+        )
     if spec.family == "qwen3-embedding":
         recipe = QWEN3_EMBEDDING
     elif spec.family == "encoder":
@@ -62,6 +74,7 @@ class TextEmbeddingDeployment:
     def __init__(self, spec: dict) -> None:
         self.spec = ModelSpec.model_validate(spec)
         self.engine = build_text_engine(self.spec)
+        self.multi_output = hasattr(self.engine, "encode")
         self.executors = Executors(self.spec.name)
         b = self.spec.batching
         self.batcher = TokenBudgetBatcher(
@@ -88,7 +101,15 @@ class TextEmbeddingDeployment:
         ]
 
     def _forward(self, items: list) -> list:
+        if self.multi_output:  # BGE-M3: every loaded head from the one forward; requests pick theirs
+            outs = set(self.spec.outputs)
+            return self.engine.encode(
+                items, dense=True, sparse="sparse" in outs, colbert="colbert" in outs, normalize_dense=False
+            )
         return list(self.engine.embed(items))
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [t.ids for t in self.engine.tokenize(texts)]
 
     async def embed(self, call: EmbedCall) -> EmbedReply:
         if call.late_chunking:
@@ -100,8 +121,23 @@ class TextEmbeddingDeployment:
             if len(t) > self.engine.max_tokens:
                 raise too_long_error(i, t.full_length, self.engine.max_tokens)
         rows = await self.batcher.submit_all(tokens, [len(t) for t in tokens])
-        vectors = finalize_rows(np.stack(rows), call.dimensions, call.normalize)
-        return EmbedReply(vectors=vectors, token_counts=[len(t) for t in tokens], model=self.spec.name)
+        reply = EmbedReply(vectors=np.empty((len(rows), 0), np.float32), token_counts=[len(t) for t in tokens])
+        reply.model = self.spec.name
+        if self.multi_output:
+            if "sparse" in call.outputs:
+                reply.sparse = [self._sparse(r.sparse, call.sparse_tokens) for r in rows]
+            if "colbert" in call.outputs:
+                reply.colbert = [r.colbert for r in rows]
+            rows = [r.dense for r in rows]
+        if "dense" in call.outputs:
+            reply.vectors = finalize_rows(np.stack(rows), call.dimensions, call.normalize)
+        return reply
+
+    def _sparse(self, vec, with_tokens: bool) -> dict:
+        out = {"indices": vec.indices, "values": vec.values}
+        if with_tokens:
+            out["tokens"] = self.engine.token_strings(vec)
+        return out
 
     async def _late_chunk(self, call: EmbedCall) -> EmbedReply:
         from deployments.engines.late_chunking import late_chunk

@@ -83,6 +83,9 @@ class RerankDeployment:
         except QueryTooLong as exc:
             raise bad_request(f"The query is too long for {self.spec.name}: {exc}.", param="query") from None
 
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.engine._backend.encode_batch(list(texts), add_special_tokens=True)]
+
     async def rerank(self, call: RerankCall) -> RerankReply:
         items = await self.executors.run_prep(self._tokenize, call)
         logits = np.asarray(await self.batcher.submit_all(items, [len(t) for t in items]), dtype=np.float32)

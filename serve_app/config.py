@@ -94,6 +94,9 @@ class ModelSpec(_Strict):
     instruction_aware: bool = False
     late_chunking: bool = False
     modalities: list[Modality] = Field(default_factory=lambda: ["text"])
+    outputs: list[Literal["dense", "sparse", "colbert"]] = Field(
+        default_factory=lambda: ["dense"], description="BGE-M3: also sparse and colbert (needs the official heads)"
+    )
     default_instruction: str | None = None
     fallback: str | None = None
     vision: VisionConfig = Field(default_factory=VisionConfig)

@@ -34,9 +34,34 @@ def _converted(vectors: np.ndarray, output_type: str):
     raise ValueError(f"unknown output type {output_type}")
 
 
-def embeddings_response(vectors: np.ndarray, output_type: str, model: str, prompt_tokens: int) -> bytes:
-    values = _converted(vectors, output_type)
-    data = [{"object": "embedding", "index": i, "embedding": values[i]} for i in range(len(vectors))]
+def _colbert(matrix: np.ndarray, output_type: str):
+    if output_type == "base64":
+        return base64.b64encode(matrix.astype("<f4", copy=False).tobytes()).decode("ascii")
+    return _converted(matrix, output_type)
+
+
+def embeddings_response(
+    vectors: np.ndarray,
+    output_type: str,
+    model: str,
+    prompt_tokens: int,
+    *,
+    dense: bool = True,
+    sparse: list[dict] | None = None,
+    colbert: list[np.ndarray] | None = None,
+) -> bytes:
+    n = len(sparse) if sparse is not None else len(colbert) if colbert is not None else len(vectors)
+    data: list[dict] = [{"object": "embedding", "index": i} for i in range(n)]
+    if dense:
+        values = _converted(vectors, output_type)
+        for i, item in enumerate(data):
+            item["embedding"] = values[i]
+    if sparse is not None:
+        for item, vec in zip(data, sparse, strict=True):
+            item["sparse"] = vec
+    if colbert is not None:
+        for item, matrix in zip(data, colbert, strict=True):
+            item["colbert"] = _colbert(matrix, output_type)
     return orjson.dumps(
         {
             "object": "list",

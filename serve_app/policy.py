@@ -194,6 +194,18 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
             chosen = own or instruction
             texts.append(qwen3_query(chosen, text) if chosen and spec.family in QWEN3_INSTRUCTION_FAMILIES else text)
 
+    outputs = tuple(req.output or ("dense",))
+    if not outputs or len(set(outputs)) != len(outputs):
+        raise bad_request("`output` must list dense, sparse or colbert, each once.", param="output")
+    unsupported = [o for o in outputs if o not in spec.outputs]
+    if unsupported:
+        raise bad_request(
+            f"Model {spec.name} gives only: {', '.join(spec.outputs)} (asked for {', '.join(unsupported)}).",
+            param="output",
+            code="unsupported_parameter",
+        )
+    if req.late_chunking and outputs != ("dense",):
+        raise bad_request("late_chunking gives dense vectors only.", param="output")
     dims = check_dimensions(spec, req.dimensions)
     output_type = req.embedding_type or req.encoding_format
     call = EmbedCall(
@@ -205,6 +217,8 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         late_chunking=req.late_chunking,
         items=items,
         instruction=instruction if items is not None else None,
+        outputs=outputs,
+        sparse_tokens=req.return_sparse_tokens,
     )
     return EmbeddingPlan(call=call, output_type=output_type)
 

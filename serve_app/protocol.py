@@ -20,13 +20,17 @@ class EmbedCall:
     late_chunking: bool = False
     items: list[dict] | None = None
     instruction: str | None = None
+    outputs: tuple[str, ...] = ("dense",)
+    sparse_tokens: bool = False
 
 
 @dataclass(slots=True)
 class EmbedReply:
-    vectors: np.ndarray  # [n, dims] float32
+    vectors: np.ndarray  # [n, dims] float32 (dense; empty [n, 0] when dense was not asked for)
     token_counts: list[int] = field(default_factory=list)
     model: str = ""
+    sparse: list[dict] | None = None  # BGE-M3: {"indices", "values"[, "tokens"]} per input
+    colbert: list[np.ndarray] | None = None  # BGE-M3: [tokens - 1, dim] per input
 
     @property
     def total_tokens(self) -> int:

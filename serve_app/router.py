@@ -19,11 +19,23 @@ from ray.serve.handle import DeploymentHandle
 from serve_app import http_errors
 from serve_app.auth import BearerAuth, load_keys
 from serve_app.body_limit import BodySizeLimit
+from serve_app.chunking import plan_chunks, split_sentences
 from serve_app.config import AuthConfig, Limits, ModelSpec
 from serve_app.encoding import dumps, embeddings_response
-from serve_app.errors import ServiceError, unknown_model
-from serve_app.policy import RerankPlan, fallback_for, plan_embedding, plan_rerank
+from serve_app.errors import ServiceError, bad_request, too_large, unknown_model
+from serve_app.policy import (
+    VL_FAMILIES,
+    RerankPlan,
+    check_texts,
+    fallback_for,
+    late_chunking_refusal,
+    plan_embedding,
+    plan_rerank,
+)
+from serve_app.protocol import EmbedCall
 from serve_app.schemas import (
+    ChunkRequest,
+    ChunkResponse,
     CohereRerankRequest,
     CohereRerankResponse,
     EmbeddingRequest,
@@ -34,6 +46,8 @@ from serve_app.schemas import (
     ModelList,
     RerankRequest,
     RerankResponse,
+    TokenizeRequest,
+    TokenizeResponse,
 )
 
 app = FastAPI(
@@ -54,6 +68,10 @@ _ERRORS = {
     422: {"model": ErrorResponse},
     503: {"model": ErrorResponse},
 }
+
+
+def _usage(tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": tokens, "total_tokens": tokens}
 
 
 def _json(payload: Any, status: int = 200) -> Response:
@@ -84,6 +102,7 @@ def model_card(spec: ModelSpec, created: int) -> ModelCard:
         instruction_aware=spec.instruction_aware,
         late_chunking=spec.late_chunking,
         modalities=list(spec.modalities),
+        outputs=list(spec.outputs),
         rerank=rerank,
         fallback=spec.fallback,
     )
@@ -114,6 +133,7 @@ class Router:
         self._embed = {name: h.options(method_name="embed") for name, h in handles.items()}
         self._rerank = {name: h.options(method_name="rerank") for name, h in handles.items()}
         self._describe = {name: h.options(method_name="describe") for name, h in handles.items()}
+        self._tokenize = {name: h.options(method_name="tokenize") for name, h in handles.items()}
         created = int(time.time())
         self._models_body = dumps(
             ModelList(data=[model_card(s, created) for s in self.specs.values()]).model_dump(mode="json")
@@ -152,7 +172,15 @@ class Router:
                 raise
             log.warning("%s failed (%s); text-only request served by %s", spec.name, failure.status, fallback[0].name)
             reply = await self._call(self._embed[fallback[0].name].remote(fallback[1]))
-        payload = embeddings_response(reply.vectors, plan.output_type, reply.model or spec.name, reply.total_tokens)
+        payload = embeddings_response(
+            reply.vectors,
+            plan.output_type,
+            reply.model or spec.name,
+            reply.total_tokens,
+            dense="dense" in plan.call.outputs,
+            sparse=reply.sparse,
+            colbert=reply.colbert,
+        )
         return Response(payload, media_type="application/json")
 
     async def _ranked(self, plan: RerankPlan, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, int, str]:
@@ -212,6 +240,89 @@ class Router:
         results = [{"index": i, "relevance_score": float(scores[i])} for i in order.tolist()]
         meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": tokens, "search_units": 1}}
         return _json({"id": uuid.uuid4().hex, "results": results, "meta": meta})
+
+    @app.post("/v1/chunk", response_model=ChunkResponse, responses=_ERRORS)
+    async def chunk(self, body: ChunkRequest) -> Response:
+        """Semantic chunking: sentences -> boundary-model embeddings -> breaks where similarity drops."""
+        spec = self._spec(body.model)
+        embed_spec = self._spec(body.embedding_model or body.model)
+        for s in (spec, embed_spec):
+            if s.kind != "embedding" or s.family in VL_FAMILIES:
+                raise bad_request(f"Model {s.name} cannot chunk text: use a text embedding model.", param="model")
+        if not body.input.strip():
+            raise bad_request("`input` must not be empty.", param="input", code="empty_input")
+        if len(body.input) > self.limits.max_chars_per_input:
+            raise too_large(
+                f"input has {len(body.input)} characters; the limit is {self.limits.max_chars_per_input} "
+                "(max_chars_per_input).",
+                param="input",
+            )
+        if body.late_chunking and not body.return_embeddings:
+            raise bad_request("late_chunking needs return_embeddings=true.", param="late_chunking")
+        if body.late_chunking and late_chunking_refusal(embed_spec):
+            raise bad_request(late_chunking_refusal(embed_spec), param="late_chunking")
+        sentences = split_sentences(body.input)
+        if len(sentences) > self.limits.max_inputs_per_request:
+            raise too_large(
+                f"input has {len(sentences)} sentences; the limit is {self.limits.max_inputs_per_request} "
+                "(max_inputs_per_request).",
+                param="input",
+            )
+        texts = [x.text for x in sentences]
+        reply = await self._call(self._embed[spec.name].remote(EmbedCall(texts=texts, truncate=True)))
+        tokens = reply.total_tokens
+        max_chunk = body.max_chunk_tokens or embed_spec.max_tokens
+        chunks = plan_chunks(
+            sentences,
+            reply.vectors,
+            reply.token_counts,
+            text=body.input,
+            method=body.method,
+            threshold=body.threshold,
+            percentile=body.percentile,
+            max_chunk_tokens=max_chunk,
+        )
+        out = [
+            {
+                "object": "chunk",
+                "index": c.index,
+                "text": c.text,
+                "start": c.start,
+                "end": c.end,
+                "tokens": c.tokens,
+                "oversized": c.oversized,
+            }
+            for c in chunks
+        ]
+        if body.return_embeddings:
+            call = EmbedCall(texts=[c.text for c in chunks], truncate=True, late_chunking=body.late_chunking)
+            vectors = await self._call(self._embed[embed_spec.name].remote(call))
+            tokens += vectors.total_tokens
+            for item, vector in zip(out, vectors.vectors, strict=True):
+                item["embedding"] = vector
+        return _json({"object": "list", "model": spec.name, "chunks": out, "usage": _usage(tokens)})
+
+    @app.post("/tokenize", response_model=TokenizeResponse, responses=_ERRORS)
+    @app.post("/v1/tokenize", response_model=TokenizeResponse, responses=_ERRORS, include_in_schema=False)
+    async def tokenize(self, body: TokenizeRequest) -> Response:
+        """Token ids and counts per input, exactly as the model will see them (instructions included)."""
+        spec = self._spec(body.model)
+        if spec.family in VL_FAMILIES:
+            raise bad_request(f"Model {spec.name}: /tokenize covers text models only.", param="model")
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if spec.kind == "embedding":
+            request = EmbeddingRequest(model=spec.name, input=texts, task=body.task, prompt_name=body.prompt_name)
+            texts = plan_embedding(spec, request, self.limits).call.texts
+        else:
+            check_texts(texts, self.limits)
+            if body.task or body.prompt_name:
+                raise bad_request(f"Model {spec.name} takes no task here.", param="task")
+        ids = await self._call(self._tokenize[spec.name].remote(texts))
+        data = [{"index": i, "count": len(x), **({"ids": x} if body.return_ids else {})} for i, x in enumerate(ids)]
+        total = sum(len(x) for x in ids)
+        return _json(
+            {"object": "list", "model": spec.name, "max_tokens": spec.max_tokens, "data": data, "usage": _usage(total)}
+        )
 
     @app.get("/v1/models", response_model=ModelList)
     async def models(self) -> Response:

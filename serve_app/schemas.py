@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serve_app.chunking import DEFAULT_PERCENTILE, DEFAULT_THRESHOLD
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -72,12 +74,26 @@ class EmbeddingRequest(_Wire):
     late_chunking: bool = Field(False, description="inputs are consecutive chunks of one document")
     normalized: bool = Field(True, description="L2-normalize the output vectors")
     embedding_type: EmbeddingType | None = Field(None, description="Jina/Cohere output type; overrides encoding_format")
+    output: list[Literal["dense", "sparse", "colbert"]] | None = Field(
+        None, description='BGE-M3: any of "dense" (default), "sparse", "colbert"'
+    )
+    return_sparse_tokens: bool = Field(False, description="add the token strings to each sparse vector")
+
+
+class SparseEmbedding(BaseModel):
+    indices: list[int]
+    values: list[float]
+    tokens: list[str] | None = None
 
 
 class EmbeddingObject(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | list[int] | str
+    embedding: list[float] | list[int] | str | None = None
+    sparse: SparseEmbedding | None = None
+    colbert: list[list[float]] | list[list[int]] | str | None = Field(
+        None, description="one row per token (CLS dropped); base64: the row-major float32 matrix"
+    )
 
 
 class Usage(BaseModel):
@@ -150,6 +166,73 @@ class CohereRerankResponse(BaseModel):
     meta: dict[str, Any]
 
 
+# ---- semantic chunking (/v1/chunk) ----------------------------------------------------------------
+# The router splits `input` into sentences (serve_app/chunking.py), embeds them with `model` to find where
+# the topic shifts, groups them into chunks of at most `max_chunk_tokens`, and, when asked, embeds each
+# chunk with `embedding_model` (separately, or by late chunking).
+class ChunkRequest(_Wire):
+    model: str = Field(description="the model whose sentence embeddings decide where chunks break")
+    input: str = Field(description="the document to chunk")
+    method: Literal["percentile", "threshold"] = Field(
+        "percentile",
+        description="break where adjacent-sentence cosine similarity is below `threshold`, or below the "
+        "`percentile`-th percentile of this document's similarities",
+    )
+    threshold: float = Field(DEFAULT_THRESHOLD, ge=-1.0, le=1.0, description="cosine cut-off for method=threshold")
+    percentile: float = Field(DEFAULT_PERCENTILE, ge=0.0, le=100.0, description="for method=percentile")
+    max_chunk_tokens: int | None = Field(
+        None, ge=1, description="most tokens in one chunk (default: the embedding model's limit)"
+    )
+    return_embeddings: bool = Field(False, description="give each chunk's embedding")
+    embedding_model: str | None = Field(None, description="the model that embeds the chunks (default: `model`)")
+    late_chunking: bool = Field(
+        False, description="embed the chunks by late chunking (models that support it; needs return_embeddings)"
+    )
+
+
+class ChunkObject(BaseModel):
+    object: Literal["chunk"] = "chunk"
+    index: int
+    text: str = Field(description="input[start:end], exactly")
+    start: int = Field(description="offset of the first character in `input` (Unicode code points)")
+    end: int = Field(description="offset just past the last character")
+    tokens: int = Field(description="tokens of the chunk's text in the embedding model's tokenizer")
+    oversized: bool = Field(False, description="one sentence longer than max_chunk_tokens, kept whole")
+    embedding: list[float] | None = Field(None, description="with return_embeddings")
+
+
+class ChunkResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    chunks: list[ChunkObject]
+    usage: Usage
+
+
+# ---- tokenize ---------------------------------------------------------------------------------------
+class TokenizeRequest(_Wire):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: str
+    input: str | list[str]
+    task: str | None = Field(None, description="count the instruction too, as /v1/embeddings would send it")
+    prompt_name: str | None = None
+    return_ids: bool = Field(True, description="include the token ids")
+
+
+class TokenizeItem(BaseModel):
+    index: int
+    count: int
+    ids: list[int] | None = None
+
+
+class TokenizeResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    max_tokens: int | None
+    data: list[TokenizeItem]
+    usage: Usage
+
+
 # ---- models ---------------------------------------------------------------------------------------
 class ModelCard(BaseModel):
     id: str
@@ -166,6 +249,7 @@ class ModelCard(BaseModel):
     instruction_aware: bool
     late_chunking: bool
     modalities: list[str]
+    outputs: list[str] = Field(default_factory=lambda: ["dense"])
     rerank: str | None = Field(None, description="how the model answers /v1/rerank")
     fallback: str | None = None
 

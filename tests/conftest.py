@@ -51,6 +51,13 @@ def tiny_xlmr_mean(tiny_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bge_m3(tiny_dir) -> Path:
+    from tiny_models import build_tiny_bge_m3
+
+    return build_tiny_bge_m3(tiny_dir / "bge-m3")
+
+
+@pytest.fixture(scope="session")
 def tiny_vl(tiny_dir) -> Path:
     from tests.tiny_vl import build_tiny_qwen3_vl
 
@@ -157,7 +164,7 @@ def tiny_vl_entries(vl: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="session")
-def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker, tiny_vl):
+def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker, tiny_vl, tiny_bge_m3):
     """One Ray instance and one embedserve application for the whole session -> base URL."""
     import ray
     from ray import serve
@@ -178,6 +185,13 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qw
             },
             *tiny_model_entries(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qwen3_reranker),
             *tiny_vl_entries(tiny_vl),
+            {
+                "name": "tiny-bge-m3",
+                "family": "encoder",
+                "source": str(tiny_bge_m3),
+                "outputs": ["dense", "sparse", "colbert"],
+                "deployment": {"num_cpus": 0.25, "torch_threads": 1},
+            },
         ],
         "limits": {
             "max_inputs_per_request": 64,

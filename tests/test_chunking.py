@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from serve_app.chunk_schemas import ChunkObject, ChunkRequest, ChunkResponse
 from serve_app.chunking import (
     Sentence,
     adjacent_similarities,
@@ -17,6 +16,7 @@ from serve_app.chunking import (
     split_by_tokens,
     split_sentences,
 )
+from serve_app.schemas import ChunkObject, ChunkRequest, ChunkResponse
 
 
 def texts(text: str) -> list[str]:

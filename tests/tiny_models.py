@@ -193,3 +193,15 @@ def build_tiny_qwen3_reranker(directory: Path, *, seed: int = 0) -> Path:
         model.lm_head.weight.normal_(0.0, 1.0)
     model.save_pretrained(directory)
     return directory
+
+
+def build_tiny_bge_m3(directory: Path, *, seed: int = 3) -> Path:
+    """A tiny XLM-R with BGE-M3's official head files (sparse_linear.pt, colbert_linear.pt), random weights."""
+    build_tiny_xlmr(directory, pooling="cls", seed=seed)
+    torch.manual_seed(seed + 4)
+    sparse, colbert = torch.nn.Linear(32, 1), torch.nn.Linear(32, 32)
+    with torch.no_grad():
+        sparse.bias.fill_(0.2)
+    torch.save(sparse.state_dict(), directory / "sparse_linear.pt")
+    torch.save(colbert.state_dict(), directory / "colbert_linear.pt")
+    return directory
