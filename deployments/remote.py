@@ -1,0 +1,551 @@
+"""Ray Serve deployment for remote models (family `openai-compatible`): a thin shell around an HTTP client
+that forwards embedding calls to a remote OpenAI-compatible `/v1/embeddings` API (OpenRouter, OpenAI, another
+embedserve, TEI, vLLM, ...).
+
+Where the remote is, is the model's `source`:
+
+    <base URL>#<remote model name>[?option=value&option=value...]
+
+    https://openrouter.ai/api/v1#qwen/qwen3-embedding-8b?key_env=OPENROUTER_API_KEY
+    http://10.0.0.7:8000/v1#bge-m3
+
+`/embeddings` is appended to the base URL's path (its query string, e.g. Azure's `?api-version=`, is kept).
+The fragment never goes over the wire: it names the remote model and carries this client's options
+(`SOURCE_OPTIONS` below). The API key comes from an environment variable of the replica (never from the
+config): `key_env` names it; without `key_env` the replica looks for `<MODEL NAME>_API_KEY` (the served
+name upper-cased, other characters as `_`: `remote-qwen3` -> `REMOTE_QWEN3_API_KEY`), then, for
+openrouter.ai, `OPENROUTER_API_KEY`; none set: no `Authorization` header.
+
+Path of a call: split the inputs into chunks of at most `batching.max_batch_size` -> one POST per chunk
+(at most `concurrency` in flight per replica), base64 float32 asked for and decoded with numpy -> retries
+with exponential backoff on 429 / 5xx / connection errors (bounded, honouring `Retry-After`) -> remote errors
+mapped to ServiceError -> cut + re-normalize when the remote ignored `dimensions` -> EmbedReply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email.utils
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import httpx
+import numpy as np
+import orjson
+from ray import serve
+
+from deployments.embedding import finalize_rows
+from serve_app.config import BatchingConfig, ModelSpec
+from serve_app.errors import ServiceError, bad_request
+from serve_app.protocol import EmbedCall, EmbedReply
+
+log = logging.getLogger("ray.serve")
+
+TRUNCATE_FIELDS = ("truncate", "truncation_direction")
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+# option in the source's fragment -> (attribute of RemoteTarget, type, meaning)
+SOURCE_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "key_env": ("key_env", str, "environment variable holding the API key"),
+    "retries": ("retries", int, "retries after the first attempt on 429 / 5xx / connection errors (default 3)"),
+    "backoff": ("backoff_s", float, "first retry delay in seconds, doubled each retry (default 0.5)"),
+    "max_backoff": ("max_backoff_s", float, "longest delay between two attempts (default 8)"),
+    "max_retry_after": ("max_retry_after_s", float, "longest Retry-After honoured before giving up (default 30)"),
+    "connect_timeout": ("connect_timeout_s", float, "seconds to connect (default 5)"),
+    "timeout": ("read_timeout_s", float, "seconds to wait for a remote answer (default 60)"),
+    "concurrency": ("concurrency", int, "remote calls in flight per replica (default 8)"),
+    "encoding": ("encoding", str, "base64 (default) or float: what to ask the remote for"),
+    "dimensions": ("dimensions_mode", str, "send (default): pass `dimensions` on; local: only cut locally"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """A parsed `source`: where to POST, which remote model, and how to behave."""
+
+    endpoint: str  # the full .../embeddings URL
+    base_url: str  # as written, without the fragment
+    model: str
+    key_env: str | None = None
+    retries: int = 3
+    backoff_s: float = 0.5
+    max_backoff_s: float = 8.0
+    max_retry_after_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    concurrency: int = 8
+    encoding: str = "base64"
+    dimensions_mode: str = "send"
+
+    @property
+    def display_url(self) -> str:
+        """The base URL without its query string or user info (they may carry secrets)."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+def parse_source(source: str) -> RemoteTarget:
+    """`<base URL>#<remote model>[?opt=value&...]` -> RemoteTarget; ValueError naming what is wrong."""
+    base, sep, fragment = source.partition("#")
+    model, _, options = fragment.partition("?")
+    if not sep or not model:
+        raise ValueError(
+            f"source {source!r}: expected <base URL>#<remote model>, e.g. https://openrouter.ai/api/v1#qwen/qwen3-embedding-8b"
+        )
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"source {source!r}: the base URL must be an http:// or https:// URL with a host")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/embeddings"):
+        path += "/embeddings"
+    endpoint = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+    kwargs: dict[str, Any] = {}
+    for key, value in parse_qsl(options, keep_blank_values=True):
+        if key not in SOURCE_OPTIONS:
+            raise ValueError(f"source {source!r}: unknown option {key!r} (options: {', '.join(SOURCE_OPTIONS)})")
+        attr, kind, _ = SOURCE_OPTIONS[key]
+        try:
+            converted = kind(value)
+        except ValueError:
+            raise ValueError(f"source {source!r}: option {key}={value!r} is not a valid {kind.__name__}") from None
+        if kind in (int, float) and (not math.isfinite(converted) or converted < 0):
+            raise ValueError(f"source {source!r}: option {key}={value!r} must be a non-negative number")
+        kwargs[attr] = converted
+    target = RemoteTarget(endpoint=endpoint, base_url=base, model=model, **kwargs)
+    if target.encoding not in ("base64", "float"):
+        raise ValueError(f"source {source!r}: encoding must be base64 or float")
+    if target.dimensions_mode not in ("send", "local"):
+        raise ValueError(f"source {source!r}: dimensions must be send or local")
+    if target.concurrency < 1:
+        raise ValueError(f"source {source!r}: concurrency must be at least 1")
+    if target.key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", target.key_env):
+        raise ValueError(f"source {source!r}: key_env must be an environment variable name")
+    return target
+
+
+def default_key_envs(model_name: str, target: RemoteTarget) -> list[str]:
+    names = [re.sub(r"[^A-Za-z0-9]", "_", model_name).upper() + "_API_KEY"]
+    if (urlsplit(target.base_url).hostname or "").endswith("openrouter.ai"):
+        names.append("OPENROUTER_API_KEY")
+    return names
+
+
+def resolve_api_key(model_name: str, target: RemoteTarget, environ: Mapping[str, str] | None = None) -> str | None:
+    """The API key from the replica's environment; an explicit `key_env` that is not set is a config error."""
+    env = os.environ if environ is None else environ
+    if target.key_env:
+        key = env.get(target.key_env, "").strip()
+        if not key:
+            raise ValueError(
+                f"model {model_name}: environment variable {target.key_env} (key_env in its source) is not set "
+                "in the replica's environment; set it in the Serve config's runtime_env.env_vars or the cluster's env"
+            )
+        return key
+    for name in default_key_envs(model_name, target):
+        key = env.get(name, "").strip()
+        if key:
+            return key
+    return None
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A Retry-After header (seconds or an HTTP date) in seconds; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def remote_message(resp: httpx.Response) -> tuple[str, str | None]:
+    """(message, param) from an error answer: OpenAI/embedserve `{"error": {...}}`, `{"error": "..."}`,
+    `{"message"}`, `{"detail"}`, or the text."""
+    try:
+        body = resp.json()
+    except ValueError:
+        text = resp.text.strip()
+        return (text[:500] or resp.reason_phrase or f"HTTP {resp.status_code}"), None
+    param = None
+    msg: Any = body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            param = err.get("param") if isinstance(err.get("param"), str) else None
+            msg = err.get("message") or err.get("detail") or err.get("msg") or err
+        else:
+            msg = err
+        if isinstance(msg, dict | list):
+            msg = body.get("message") or body.get("detail") or msg
+    if not isinstance(msg, str):
+        msg = orjson.dumps(msg).decode()
+    return msg[:500], param
+
+
+def split_tokens(total: int, texts: list[str]) -> list[int]:
+    """A chunk's token total spread over its inputs in proportion to their length (the OpenAI shape reports
+    one total per call); the parts add up to the total exactly."""
+    if len(texts) == 1:
+        return [total]
+    weights = np.array([max(len(t), 1) for t in texts], dtype=np.float64)
+    shares = weights / weights.sum() * total
+    counts = np.floor(shares).astype(np.int64)
+    rest = int(total - counts.sum())
+    if rest > 0:
+        counts[np.argsort(-(shares - counts), kind="stable")[:rest]] += 1
+    return counts.tolist()
+
+
+def decode_rows(data: Any, expected: int) -> np.ndarray:
+    """The `data` list of an embeddings answer -> float32 [n, dims], in input order (base64 or float lists)."""
+    if not isinstance(data, list) or len(data) != expected:
+        got = len(data) if isinstance(data, list) else type(data).__name__
+        raise ValueError(f"expected {expected} embeddings, got {got}")
+    if all(isinstance(d, dict) and isinstance(d.get("index"), int) for d in data):
+        data = sorted(data, key=lambda d: d["index"])
+        if [d["index"] for d in data] != list(range(expected)):
+            raise ValueError("the embeddings' indices are not 0..n-1")
+    rows = []
+    for d in data:
+        emb = d.get("embedding") if isinstance(d, dict) else None
+        if isinstance(emb, str):
+            raw = base64.b64decode(emb, validate=True)
+            if len(raw) % 4:
+                raise ValueError("a base64 embedding is not a whole number of float32 values")
+            rows.append(np.frombuffer(raw, dtype="<f4"))
+        elif isinstance(emb, list):
+            rows.append(np.asarray(emb, dtype=np.float32))
+        else:
+            raise ValueError("an item has no embedding")
+    widths = {len(r) for r in rows}
+    if len(widths) != 1 or 0 in widths:
+        raise ValueError(f"the embeddings have different or zero lengths: {sorted(widths)}")
+    return np.stack(rows).astype(np.float32, copy=False)
+
+
+@dataclass
+class RemoteStats:
+    calls: int = 0
+    retries: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+class RemoteEmbedder:
+    """The HTTP side of a remote model (no Ray): chunking, retries, error mapping, decoding.
+
+    `transport` is for tests (httpx.MockTransport); one AsyncClient per replica, created on first use so it
+    belongs to the replica's event loop.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: RemoteTarget,
+        api_key: str | None,
+        chunk_size: int,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.chunk_size = max(1, chunk_size)
+        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self.stats = RemoteStats()
+        self.send_truncate = True  # off once the remote has refused the field and answered without it
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            t = self.target
+            self._client = httpx.AsyncClient(
+                # pool=None: waiting for a free connection is bounded by the router's deadline, not reported as
+                # a remote timeout.
+                timeout=httpx.Timeout(t.read_timeout_s, connect=t.connect_timeout_s, pool=None),
+                limits=httpx.Limits(max_connections=max(t.concurrency, 1), max_keepalive_connections=t.concurrency),
+                headers=self._headers,
+                transport=self._transport,
+                follow_redirects=False,
+            )
+            self._slots = asyncio.Semaphore(t.concurrency)
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # ---- one call --------------------------------------------------------------------------------------
+    async def embed(self, call: EmbedCall) -> EmbedReply:
+        if getattr(call, "items", None):
+            raise bad_request(f"Model {self.name} is a remote text model: it takes text inputs only.", param="input")
+        if set(getattr(call, "outputs", None) or ("dense",)) - {"dense"}:
+            raise bad_request(f"Model {self.name} is a remote model: it gives dense vectors only.", param="output")
+        texts = list(call.texts)
+        if not texts:
+            raise bad_request("`input` must not be empty.", param="input", code="empty_input")
+        # Late chunking needs every chunk of the document in one call.
+        size = len(texts) if call.late_chunking else self.chunk_size
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        results = await _all_or_nothing([self._embed_chunk(chunk, call) for chunk in chunks])
+        vectors = np.concatenate([r[0] for r in results]) if len(results) > 1 else results[0][0]
+        counts = [c for r in results for c in r[1]]
+        width = vectors.shape[1]
+        if call.dimensions is not None and width < call.dimensions:
+            raise ServiceError(
+                f"The remote model {self.target.model} returned {width}-dimensional vectors, fewer than "
+                f"dimensions={call.dimensions}.",
+                status=502,
+                type="upstream_error",
+                param="dimensions",
+                code="remote_bad_response",
+            )
+        cut = call.dimensions if call.dimensions is not None and width > call.dimensions else None
+        return EmbedReply(vectors=finalize_rows(vectors, cut, call.normalize), token_counts=counts, model=self.name)
+
+    def payload(self, texts: list[str], call: EmbedCall) -> dict[str, Any]:
+        """The remote request. Fields beyond OpenAI's are sent only when the caller asked for non-defaults."""
+        body: dict[str, Any] = {"model": self.target.model, "input": texts, "encoding_format": self.target.encoding}
+        if call.dimensions is not None and self.target.dimensions_mode == "send":
+            body["dimensions"] = call.dimensions
+        if call.truncate and self.send_truncate:
+            body["truncate"] = True
+            if call.truncation_direction != "right":
+                body["truncation_direction"] = call.truncation_direction
+        if not call.normalize:
+            body["normalized"] = False
+        if call.late_chunking:
+            body["late_chunking"] = True
+        return body
+
+    async def _embed_chunk(self, texts: list[str], call: EmbedCall) -> tuple[np.ndarray, list[int]]:
+        payload = self.payload(texts, call)
+        try:
+            body = await self.post(payload)
+        except ServiceError as err:
+            # `truncate` is a hint (the router sets it when reranking with an embedding model); a strict
+            # OpenAI-style remote refuses unknown fields. Try once without it; if that works, stop sending it.
+            if err.code != "remote_invalid_request" or "truncate" not in payload:
+                raise
+            body = await self.post({k: v for k, v in payload.items() if k not in TRUNCATE_FIELDS})
+            if self.send_truncate:
+                self.send_truncate = False
+                log.warning("%s: the remote refuses `truncate`; no longer sending it (%s)", self.name, err.message)
+        try:
+            vectors = decode_rows(body.get("data") if isinstance(body, dict) else None, len(texts))
+        except (ValueError, binascii.Error) as exc:
+            raise self._bad_response(str(exc)) from None
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        total = usage.get("prompt_tokens")
+        if not isinstance(total, int):
+            total = usage.get("total_tokens") if isinstance(usage.get("total_tokens"), int) else 0
+        return vectors, split_tokens(max(0, total), texts)
+
+    # ---- one POST, with retries --------------------------------------------------------------------------
+    async def post(self, payload: dict[str, Any]) -> Any:
+        client = self._http()
+        assert self._slots is not None
+        content = orjson.dumps(payload)
+        t = self.target
+        attempt = 0
+        while True:
+            retry_after: float | None = None
+            async with self._slots:
+                self.stats.calls += 1
+                try:
+                    resp = await client.post(t.endpoint, content=content)
+                except httpx.TimeoutException as exc:
+                    if not isinstance(exc, httpx.ConnectTimeout):
+                        raise self._fail(self._timeout()) from None
+                    reason = f"connect timeout after {t.connect_timeout_s:g} s"
+                except httpx.TransportError as exc:
+                    reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                else:
+                    if resp.status_code < 300:
+                        try:
+                            return orjson.loads(resp.content)
+                        except orjson.JSONDecodeError:
+                            raise self._fail(self._bad_response("the body is not JSON")) from None
+                    if resp.status_code not in RETRYABLE_STATUSES:
+                        raise self._fail(self._map_status(resp))
+                    msg, _ = remote_message(resp)
+                    reason = f"HTTP {resp.status_code}: {msg}"
+                    retry_after = retry_after_seconds(resp.headers.get("retry-after"))
+            attempt += 1
+            self.stats.last_error = reason
+            backoff = min(t.max_backoff_s, t.backoff_s * 2 ** (attempt - 1))
+            if attempt > t.retries or (retry_after is not None and retry_after > t.max_retry_after_s):
+                wait = retry_after if retry_after is not None else backoff
+                raise self._fail(self._unavailable(attempt, reason, wait))
+            delay = retry_after if retry_after is not None else backoff * random.uniform(0.5, 1.0)
+            self.stats.retries += 1
+            log.warning("%s: remote %s (attempt %d), retrying in %.2f s", self.name, reason, attempt, delay)
+            await asyncio.sleep(delay)
+
+    # ---- error mapping -----------------------------------------------------------------------------------
+    def _fail(self, err: ServiceError) -> ServiceError:
+        self.stats.failures += 1
+        self.stats.last_error = err.message
+        return err
+
+    def _where(self) -> str:
+        return f"the remote backend of model {self.name} ({self.target.display_url}, model {self.target.model})"
+
+    def _map_status(self, resp: httpx.Response) -> ServiceError:
+        status = resp.status_code
+        msg, param = remote_message(resp)
+        if status in (400, 422):
+            return ServiceError(
+                f"{self._where()} refused the request: {msg}",
+                status=400,
+                param=param,
+                code="remote_invalid_request",
+            )
+        if status == 404:
+            return ServiceError(
+                f"{self._where()} answered 404 (unknown remote model or wrong base URL): {msg}",
+                status=404,
+                type="not_found_error",
+                param="model",
+                code="remote_not_found",
+            )
+        if status == 413:
+            return ServiceError(
+                f"{self._where()} refused the request as too large: {msg}",
+                status=413,
+                code="remote_payload_too_large",
+            )
+        if status in (401, 403):
+            key_env = self.target.key_env or " or ".join(default_key_envs(self.name, self.target))
+            return ServiceError(
+                f"{self._where()}: the remote rejected our credentials (HTTP {status}); check the API key in "
+                f"the replica's environment variable {key_env}.",
+                status=502,
+                type="upstream_error",
+                code="remote_auth_failed",
+            )
+        return ServiceError(
+            f"{self._where()} answered HTTP {status}: {msg}", status=502, type="upstream_error", code="remote_error"
+        )
+
+    def _timeout(self) -> ServiceError:
+        return ServiceError(
+            f"{self._where()} did not answer within {self.target.read_timeout_s:g} s.",
+            status=504,
+            type="timeout_error",
+            code="remote_timeout",
+        )
+
+    def _unavailable(self, attempts: int, reason: str, wait_s: float) -> ServiceError:
+        return ServiceError(
+            f"{self._where()} is unavailable after {attempts} attempt{'s' if attempts > 1 else ''} "
+            f"(last: {reason[:300]}); retry shortly.",
+            status=503,
+            type="server_overloaded",
+            code="remote_unavailable",
+            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+        )
+
+    def _bad_response(self, why: str) -> ServiceError:
+        return ServiceError(
+            f"{self._where()} returned an invalid embeddings response: {why}.",
+            status=502,
+            type="upstream_error",
+            code="remote_bad_response",
+        )
+
+
+async def _all_or_nothing(coros: list) -> list:
+    """Run concurrently, results in order; the first failure cancels the rest and is raised."""
+    if len(coros) == 1:
+        return [await coros[0]]
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@serve.deployment
+class RemoteEmbeddingDeployment:
+    """Same contract as TextEmbeddingDeployment: `embed(EmbedCall) -> EmbedReply`, `describe()`."""
+
+    def __init__(self, spec: dict, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.spec = ModelSpec.model_validate(spec)
+        self.target = parse_source(self.spec.source)
+        api_key = resolve_api_key(self.spec.name, self.target)
+        self.remote = RemoteEmbedder(
+            self.spec.name, self.target, api_key, self.spec.batching.max_batch_size, transport=transport
+        )
+        log.info(
+            "%s: remote model %s at %s (API key: %s, %d inputs per call)",
+            self.spec.name,
+            self.target.model,
+            self.target.display_url,
+            "set" if api_key else "none",
+            self.remote.chunk_size,
+        )
+
+    def reconfigure(self, user_config: dict) -> None:
+        """`batching.max_batch_size` is the most inputs sent in one remote call (live-updatable)."""
+        b = BatchingConfig.model_validate(user_config.get("batching", {}))
+        self.remote.chunk_size = b.max_batch_size
+
+    async def embed(self, call: EmbedCall) -> EmbedReply:
+        return await self.remote.embed(call)
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        raise ServiceError(
+            f"Model {self.spec.name} runs behind a remote API: there is no local tokenizer to count its tokens "
+            "(its usage comes from the remote's answers).",
+            status=400,
+            param="model",
+            code="unsupported_for_remote",
+        )
+
+    def describe(self) -> dict:
+        from deployments.common import replica_facts
+
+        s = self.remote.stats
+        return replica_facts(
+            self.spec,
+            remote_url=self.target.display_url,
+            remote_model=self.target.model,
+            inputs_per_call=self.remote.chunk_size,
+            remote_calls=s.calls,
+            remote_retries=s.retries,
+            remote_failures=s.failures,
+            last_remote_error=s.last_error,
+        )
+
+    def check_health(self) -> None:
+        """The replica is healthy while it runs: a remote outage is reported per request (503), and restarting
+        this replica would not fix it."""

@@ -1,0 +1,503 @@
+"""The `openai-compatible` family: a remote /v1/embeddings behind our API.
+
+Unit tests drive RemoteEmbedder with httpx.MockTransport (no Ray). The integration tests serve a second
+embedserve application ("remote-upstream", the real all-MiniLM-L6-v2, API key required) as the remote, and a
+third one whose models are remote: the upstream, an unknown upstream model, a closed port, and a flaky
+http.server that fails twice with 503 before answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import numpy as np
+import pytest
+
+from deployments.remote import (
+    RemoteEmbedder,
+    decode_rows,
+    parse_source,
+    resolve_api_key,
+    retry_after_seconds,
+    split_tokens,
+)
+from serve_app.errors import ServiceError
+from serve_app.protocol import EmbedCall
+
+# ---- unit: the source string, keys, headers ------------------------------------------------------------
+
+
+def test_parse_source_forms():
+    t = parse_source("https://openrouter.ai/api/v1#qwen/qwen3-embedding-8b")
+    assert t.endpoint == "https://openrouter.ai/api/v1/embeddings" and t.model == "qwen/qwen3-embedding-8b"
+    assert (t.retries, t.encoding, t.dimensions_mode, t.key_env) == (3, "base64", "send", None)
+
+    t = parse_source(
+        "https://x.example/openai/v1/?api-version=2024-10#emb-3?key_env=AZ_KEY&retries=5&timeout=2.5&dimensions=local"
+    )
+    assert t.endpoint == "https://x.example/openai/v1/embeddings?api-version=2024-10"
+    assert (t.model, t.key_env, t.retries, t.read_timeout_s, t.dimensions_mode) == ("emb-3", "AZ_KEY", 5, 2.5, "local")
+    assert parse_source("http://h:1/v1/embeddings#m").endpoint == "http://h:1/v1/embeddings"
+    assert parse_source("http://user:pw@h:1/v1?k=secret#m").display_url == "http://h:1/v1"
+
+    for bad, needle in [
+        ("https://openrouter.ai/api/v1", "#<remote model>"),
+        ("https://openrouter.ai/api/v1#", "#<remote model>"),
+        ("ftp://h/v1#m", "http"),
+        ("http://h/v1#m?colour=red", "unknown option 'colour'"),
+        ("http://h/v1#m?retries=many", "not a valid int"),
+        ("http://h/v1#m?timeout=-1", "non-negative"),
+        ("http://h/v1#m?encoding=hex", "encoding"),
+        ("http://h/v1#m?key_env=not a name", "key_env"),
+    ]:
+        with pytest.raises(ValueError, match=None) as info:
+            parse_source(bad)
+        assert needle in str(info.value), (bad, str(info.value))
+
+
+def test_api_key_resolution():
+    plain = parse_source("http://h/v1#m")
+    assert resolve_api_key("remote-qwen3", plain, {}) is None
+    assert resolve_api_key("remote-qwen3", plain, {"REMOTE_QWEN3_API_KEY": "k1"}) == "k1"
+    router = parse_source("https://openrouter.ai/api/v1#qwen/qwen3-embedding-8b")
+    assert resolve_api_key("q8", router, {"OPENROUTER_API_KEY": "k2"}) == "k2"
+    assert resolve_api_key("q8", router, {"OPENROUTER_API_KEY": "k2", "Q8_API_KEY": "k3"}) == "k3"
+    named = parse_source("http://h/v1#m?key_env=MY_KEY")
+    assert resolve_api_key("x", named, {"MY_KEY": "k4", "X_API_KEY": "no"}) == "k4"
+    with pytest.raises(ValueError, match="MY_KEY"):
+        resolve_api_key("x", named, {})
+
+
+def test_retry_after_and_token_split():
+    assert retry_after_seconds("2") == 2.0 and retry_after_seconds("0.5") == 0.5
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert split_tokens(7, ["only"]) == [7]
+    parts = split_tokens(10, ["a", "bbbb", "ccccc"])
+    assert sum(parts) == 10 and parts[0] <= parts[1] <= parts[2]
+    assert split_tokens(0, ["a", "b"]) == [0, 0]
+
+
+def test_decode_rows_base64_float_and_order():
+    a = np.array([[0.6, 0.8, 0.0], [1.0, 0.0, 0.0]], dtype=np.float32)
+    b64 = [{"index": i, "embedding": base64.b64encode(a[i].astype("<f4").tobytes()).decode()} for i in (1, 0)]
+    np.testing.assert_array_equal(decode_rows(b64, 2), a)
+    floats = [{"index": 0, "embedding": a[0].tolist()}, {"index": 1, "embedding": a[1].tolist()}]
+    np.testing.assert_array_equal(decode_rows(floats, 2), a)
+    for data, n in [(floats, 3), ([{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}], 2)]:
+        with pytest.raises(ValueError):
+            decode_rows(data, n)
+
+
+# ---- unit: RemoteEmbedder against a scripted transport ----------------------------------------------------
+
+
+def _vec(text: str, dims: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(sum(text.encode()))
+    v = rng.standard_normal(dims).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _ok(body: dict, *, b64: bool = True, dims: int = 8, honour_dims: bool = False) -> httpx.Response:
+    n = body.get("dimensions") if honour_dims and body.get("dimensions") else dims
+    data = []
+    for i, text in enumerate(body["input"]):
+        v = _vec(text, dims)[:n]
+        v = v / np.linalg.norm(v)
+        emb = base64.b64encode(v.astype("<f4").tobytes()).decode() if b64 else v.tolist()
+        data.append({"object": "embedding", "index": i, "embedding": emb})
+    tokens = sum(len(t.split()) + 2 for t in body["input"])
+    return httpx.Response(
+        200, json={"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens}}
+    )
+
+
+class Script:
+    """A MockTransport handler answering from a list of steps (status codes, exceptions, or 'ok')."""
+
+    def __init__(self, steps=(), *, honour_dims: bool = False, b64: bool = True) -> None:
+        self.steps = list(steps)
+        self.requests: list[httpx.Request] = []
+        self.bodies: list[dict] = []
+        self.honour_dims = honour_dims
+        self.b64 = b64
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        step = self.steps.pop(0) if self.steps else "ok"
+        if isinstance(step, Exception):
+            raise step
+        if callable(step):
+            return step(body)
+        if isinstance(step, tuple):
+            status, headers, payload = step
+            return httpx.Response(status, headers=headers, json=payload)
+        if step == "ok":
+            return _ok(body, b64=self.b64, honour_dims=self.honour_dims)
+        return httpx.Response(step, json={"error": {"message": f"scripted {step}", "type": "x"}})
+
+
+def _embedder(script: Script, source: str = "http://remote.test/v1#m?backoff=0.01", chunk: int = 64, key=None):
+    return RemoteEmbedder("remote-m", parse_source(source), key, chunk, transport=httpx.MockTransport(script))
+
+
+def _run(embedder: RemoteEmbedder, call: EmbedCall):
+    async def go():
+        try:
+            return await embedder.embed(call)
+        finally:
+            await embedder.aclose()
+
+    return asyncio.run(go())
+
+
+def _error(embedder: RemoteEmbedder, call: EmbedCall) -> ServiceError:
+    with pytest.raises(ServiceError) as info:
+        _run(embedder, call)
+    return info.value
+
+
+def test_chunks_in_order_with_usage_and_key():
+    texts = [f"text number {i} " + "word " * i for i in range(10)]
+    script = Script()
+    reply = _run(_embedder(script, chunk=3, key="sk-remote"), EmbedCall(texts=texts))
+    assert [len(b["input"]) for b in script.bodies] == [3, 3, 3, 1]
+    assert [t for b in script.bodies for t in b["input"]] == texts
+    np.testing.assert_allclose(reply.vectors, np.stack([_vec(t) for t in texts]), atol=1e-6)
+    assert reply.vectors.dtype == np.float32 and reply.model == "remote-m"
+    assert reply.total_tokens == sum(len(t.split()) + 2 for t in texts) and len(reply.token_counts) == 10
+    assert all(r.headers["authorization"] == "Bearer sk-remote" for r in script.requests)
+    assert script.bodies[0] == {"model": "m", "input": texts[:3], "encoding_format": "base64"}
+
+
+def test_float_answers_and_optional_fields():
+    script = Script(b64=False)
+    call = EmbedCall(texts=["a b", "c"], truncate=True, truncation_direction="left", normalize=False)
+    reply = _run(_embedder(script, "http://remote.test/v1#m?encoding=float"), call)
+    np.testing.assert_allclose(reply.vectors[0], _vec("a b"), atol=1e-6)
+    assert script.bodies[0] == {
+        "model": "m",
+        "input": ["a b", "c"],
+        "encoding_format": "float",
+        "truncate": True,
+        "truncation_direction": "left",
+        "normalized": False,
+    }
+    assert "authorization" not in script.requests[0].headers
+
+
+def test_dimensions_sent_and_cut_locally_when_ignored():
+    full = np.stack([_vec(t) for t in ["x", "y"]])
+    cut = full[:, :4] / np.linalg.norm(full[:, :4], axis=1, keepdims=True)
+    for honour in (True, False):  # a remote that honours `dimensions`, and one that ignores it
+        script = Script(honour_dims=honour)
+        reply = _run(_embedder(script), EmbedCall(texts=["x", "y"], dimensions=4))
+        assert script.bodies[0]["dimensions"] == 4
+        assert reply.vectors.shape == (2, 4)
+        np.testing.assert_allclose(reply.vectors, cut, atol=1e-6)
+    script = Script()
+    reply = _run(_embedder(script, "http://remote.test/v1#m?dimensions=local"), EmbedCall(texts=["x"], dimensions=4))
+    assert "dimensions" not in script.bodies[0] and reply.vectors.shape == (1, 4)
+    err = _error(_embedder(Script()), EmbedCall(texts=["x"], dimensions=16))
+    assert err.status == 502 and "fewer than dimensions=16" in err.message
+
+
+def test_retries_503_then_success_and_honours_retry_after():
+    script = Script([503, (429, {"Retry-After": "0.2"}, {"error": "slow down"}), "ok"])
+    start = time.monotonic()
+    reply = _run(_embedder(script), EmbedCall(texts=["hello"]))
+    assert len(script.requests) == 3 and reply.vectors.shape == (1, 8)
+    assert time.monotonic() - start >= 0.2
+
+
+def test_connection_errors_retry_then_503_with_retry_after():
+    boom = httpx.ConnectError("connection refused")
+    script = Script([boom, boom, boom])
+    err = _error(_embedder(script, "http://remote.test/v1#m?retries=2&backoff=0.01"), EmbedCall(texts=["x"]))
+    assert len(script.requests) == 3
+    assert err.status == 503 and err.code == "remote_unavailable" and int(err.headers["Retry-After"]) >= 1
+    assert "after 3 attempts" in err.message and "ConnectError" in err.message
+
+
+def test_long_retry_after_gives_up_at_once():
+    script = Script([(503, {"Retry-After": "120"}, {"error": {"message": "maintenance"}})])
+    err = _error(_embedder(script), EmbedCall(texts=["x"]))
+    assert len(script.requests) == 1 and err.status == 503 and err.headers["Retry-After"] == "120"
+    assert "maintenance" in err.message
+
+
+@pytest.mark.parametrize(
+    "step,status,code,needle",
+    [
+        (
+            (400, {}, {"error": {"message": "input too long", "param": "input"}}),
+            400,
+            "remote_invalid_request",
+            "too long",
+        ),
+        ((422, {}, {"detail": "bad field"}), 400, "remote_invalid_request", "bad field"),
+        ((404, {}, {"error": {"message": "no model m"}}), 404, "remote_not_found", "no model m"),
+        ((401, {}, {"error": "bad key"}), 502, "remote_auth_failed", "rejected our credentials"),
+        ((403, {}, {"error": "forbidden"}), 502, "remote_auth_failed", "REMOTE_M_API_KEY"),
+        ((402, {}, {"error": {"message": "insufficient credits"}}), 502, "remote_error", "insufficient credits"),
+        ((413, {}, {"error": "too big"}), 413, "remote_payload_too_large", "too big"),
+    ],
+)
+def test_error_mapping(step, status, code, needle):
+    script = Script([step])
+    err = _error(_embedder(script), EmbedCall(texts=["x"]))
+    assert len(script.requests) == 1  # never retried
+    assert (err.status, err.code) == (status, code) and needle in err.message, err.message
+    if status == 400 and step[0] == 400:
+        assert err.param == "input"
+
+
+def test_timeout_is_504_and_bad_body_is_502():
+    err = _error(_embedder(Script([httpx.ReadTimeout("slow")])), EmbedCall(texts=["x"]))
+    assert err.status == 504 and err.code == "remote_timeout"
+    garbage = Script([(200, {}, {"data": [{"index": 0, "embedding": "%%%"}]})])
+    err = _error(_embedder(garbage), EmbedCall(texts=["x"]))
+    assert err.status == 502 and err.code == "remote_bad_response"
+    short = Script([(200, {}, {"data": []})])
+    assert _error(_embedder(short), EmbedCall(texts=["x"])).status == 502
+
+
+def test_truncate_is_dropped_once_a_strict_remote_refuses_it():
+    def strict(body):
+        if "truncate" in body:
+            return httpx.Response(400, json={"error": {"message": "Unrecognized request argument supplied: truncate"}})
+        return _ok(body)
+
+    script = Script([strict] * 3)
+    embedder = _embedder(script)
+
+    async def twice():
+        call = EmbedCall(texts=["query", "document"], truncate=True)
+        try:
+            return [await embedder.embed(call), await embedder.embed(call)]
+        finally:
+            await embedder.aclose()
+
+    first, second = asyncio.run(twice())
+    assert ["truncate" in b for b in script.bodies] == [True, False, False]
+    np.testing.assert_allclose(first.vectors, second.vectors)
+    assert embedder.send_truncate is False
+    # a 400 that is not about `truncate` stays a 400 (after the one retry without it)
+    err = _error(_embedder(Script([400, 400])), EmbedCall(texts=["x"], truncate=True))
+    assert err.status == 400 and err.code == "remote_invalid_request"
+
+
+def test_one_failing_chunk_fails_the_call():
+    script = Script(["ok", 400, "ok"])
+    err = _error(_embedder(script, chunk=1), EmbedCall(texts=["a", "b", "c"]))
+    assert err.status == 400
+
+
+# ---- integration: a real upstream embedserve, and a flaky fake --------------------------------------------
+
+UPSTREAM_KEY = "sk-upstream-test"
+
+
+class FlakyHandler(BaseHTTPRequestHandler):
+    """Fails `failures` times with 503 (Retry-After: 0), then answers 8-dim float vectors, ignoring
+    `dimensions` and `encoding_format` (as some remotes do)."""
+
+    failures = 0
+    seen: list[dict] = []  # noqa: RUF012
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        type(self).seen.append({"path": self.path, "body": body, "auth": self.headers.get("authorization")})
+        if type(self).failures > 0:
+            type(self).failures -= 1
+            self._send(503, {"error": {"message": "warming up"}}, {"Retry-After": "0"})
+            return
+        resp = _ok(body, b64=False)
+        self._send(200, json.loads(resp.content), {})
+
+    def _send(self, status, payload, headers):
+        raw = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(raw)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def log_message(self, *args):
+        pass
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def remote_apps(serve_app):
+    from ray import serve
+
+    from deployments.common import serve_options
+    from deployments.remote import RemoteEmbeddingDeployment
+    from serve_app.app import build_app
+    from serve_app.config import ModelSpec
+    from serve_app.router import Router
+
+    base = serve_app["base_url"]
+    flaky = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)
+    threading.Thread(target=flaky.serve_forever, daemon=True).start()
+
+    upstream_args = {
+        "models": [
+            {
+                "name": "all-minilm-l6-v2",
+                "matryoshka": {"min": 32, "max": 384},  # so the upstream honours `dimensions`
+                "deployment": {"num_cpus": 0.25, "torch_threads": 1},
+            }
+        ],
+        "auth": {"api_keys": [UPSTREAM_KEY], "api_keys_env": None},
+    }
+    serve.run(build_app(upstream_args), name="remote-upstream", route_prefix="/upstream")
+
+    upstream = f"{base}/upstream/v1"
+    minilm = {"dimensions": 384, "matryoshka": {"min": 32, "max": 384}, "max_tokens": 256}
+    fast_fail = "retries=1&backoff=0.05&connect_timeout=2"
+    models = [
+        {"name": "remote-minilm", "source": f"{upstream}#all-minilm-l6-v2?key_env=UPSTREAM_KEY", **minilm},
+        {"name": "remote-missing", "source": f"{upstream}#no-such-model?key_env=UPSTREAM_KEY&{fast_fail}", **minilm},
+        {"name": "remote-down", "source": f"http://127.0.0.1:{_closed_port()}/v1#all-minilm-l6-v2?{fast_fail}"},
+        {
+            "name": "remote-flaky",
+            "source": f"http://127.0.0.1:{flaky.server_port}/v1#fake-8?retries=3&backoff=0.05",
+            "dimensions": 8,
+            "matryoshka": {"min": 2, "max": 8},
+        },
+    ]
+    specs = []
+    handles = {}
+    for entry in models:
+        spec = ModelSpec.model_validate(
+            {
+                "family": "openai-compatible",
+                "deployment": {"num_cpus": 0},
+                "batching": {"max_batch_size": 3},  # inputs per remote call: 7 inputs -> 3 calls
+                **entry,
+            }
+        )
+        opts = serve_options(spec)
+        opts["ray_actor_options"]["runtime_env"] = {"env_vars": {"UPSTREAM_KEY": UPSTREAM_KEY}}
+        specs.append(spec.model_dump(mode="json"))
+        handles[spec.name] = RemoteEmbeddingDeployment.options(**opts).bind(spec.model_dump(mode="json"))
+    app = Router.options(name="router", ray_actor_options={"num_cpus": 0}).bind(
+        specs, handles, {}, {"api_keys_env": None}, 30.0
+    )
+    serve.run(app, name="remote-downstream", route_prefix="/remote")
+    yield {"upstream": f"{base}/upstream", "remote": f"{base}/remote", "flaky": FlakyHandler}
+    serve.delete("remote-downstream")
+    serve.delete("remote-upstream")
+    flaky.shutdown()
+
+
+def _embed(url: str, payload: dict, **headers) -> httpx.Response:
+    return httpx.post(f"{url}/v1/embeddings", json=payload, headers=headers, timeout=60)
+
+
+def _vectors(resp: httpx.Response) -> np.ndarray:
+    assert resp.status_code == 200, resp.text
+    return np.array([d["embedding"] for d in resp.json()["data"]], dtype=np.float32)
+
+
+def _json_error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+TEXTS = [
+    "The cat sits on the mat.",
+    "Ray Serve scales Python services.",
+    "Bonjour le monde",
+    "Embeddings map text to vectors.",
+    "A remote backend answers over HTTP.",
+    "Retries back off exponentially.",
+    "Seven inputs make three remote calls.",
+]
+
+
+@pytest.mark.integration
+def test_remote_vectors_and_usage_match_upstream(remote_apps):
+    auth = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+    direct = _embed(remote_apps["upstream"], {"model": "all-minilm-l6-v2", "input": TEXTS}, **auth)
+    via = _embed(remote_apps["remote"], {"model": "remote-minilm", "input": TEXTS})
+    np.testing.assert_allclose(_vectors(via), _vectors(direct), atol=1e-6)
+    assert via.json()["model"] == "remote-minilm"
+    assert via.json()["usage"] == direct.json()["usage"] and direct.json()["usage"]["prompt_tokens"] > len(TEXTS)
+
+    # base64 out of our API too (what the openai client asks for)
+    import openai
+
+    client = openai.OpenAI(base_url=remote_apps["remote"] + "/v1", api_key="unused")
+    got = client.embeddings.create(model="remote-minilm", input=TEXTS[:2])
+    np.testing.assert_allclose(np.array([d.embedding for d in got.data]), _vectors(direct)[:2], atol=1e-6)
+
+
+@pytest.mark.integration
+def test_remote_dimensions_and_rerank(remote_apps):
+    auth = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+    payload = {"input": TEXTS[:4], "dimensions": 64}
+    direct = _vectors(_embed(remote_apps["upstream"], {"model": "all-minilm-l6-v2", **payload}, **auth))
+    via = _vectors(_embed(remote_apps["remote"], {"model": "remote-minilm", **payload}))
+    assert via.shape == (4, 64)
+    np.testing.assert_allclose(via, direct, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(via, axis=1), 1.0, atol=1e-5)
+    bad = _embed(remote_apps["remote"], {"model": "remote-minilm", "input": "x", "dimensions": 16})
+    assert "between 32 and 384" in _json_error(bad, 400)["message"]  # our policy, before any remote call
+
+    rerank = httpx.post(
+        remote_apps["remote"] + "/v1/rerank",
+        json={"model": "remote-minilm", "query": "Where does the cat sit?", "documents": TEXTS[:3]},
+        timeout=60,
+    )
+    assert rerank.status_code == 200, rerank.text
+    assert rerank.json()["results"][0]["index"] == 0
+
+
+@pytest.mark.integration
+def test_remote_unknown_model_and_unreachable_port(remote_apps):
+    missing = _json_error(_embed(remote_apps["remote"], {"model": "remote-missing", "input": "x"}), 404)
+    assert missing["code"] == "remote_not_found" and "no-such-model" in missing["message"]
+
+    start = time.monotonic()
+    down = _embed(remote_apps["remote"], {"model": "remote-down", "input": "x"})
+    err = _json_error(down, 503)
+    assert err["code"] == "remote_unavailable" and "after 2 attempts" in err["message"]
+    assert int(down.headers["retry-after"]) >= 1
+    assert time.monotonic() - start < 20
+    ready = httpx.get(remote_apps["remote"] + "/ready", timeout=30).json()
+    assert ready["models"]["remote-down"] == "ready"  # the replica is up; the outage is per request
+
+
+@pytest.mark.integration
+def test_flaky_remote_retries_then_succeeds_and_cuts_dimensions(remote_apps):
+    flaky = remote_apps["flaky"]
+    flaky.seen.clear()
+    flaky.failures = 2
+    resp = _embed(remote_apps["remote"], {"model": "remote-flaky", "input": ["alpha", "beta gamma"], "dimensions": 4})
+    vectors = _vectors(resp)
+    assert len(flaky.seen) == 3 and all(s["path"] == "/v1/embeddings" for s in flaky.seen)
+    assert flaky.seen[0]["body"]["dimensions"] == 4 and flaky.seen[0]["auth"] is None
+    expected = np.stack([_vec(t)[:4] / np.linalg.norm(_vec(t)[:4]) for t in ["alpha", "beta gamma"]])
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)  # the fake ignored `dimensions`: cut here
+    assert resp.json()["usage"]["prompt_tokens"] == (1 + 2) + (2 + 2)
