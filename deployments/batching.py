@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ray import serve
+
+from deployments.engines.batching import plan_micro_batches
+from deployments.metrics import ModelMetrics
 
 log = logging.getLogger("ray.serve")
 
@@ -24,6 +28,8 @@ log = logging.getLogger("ray.serve")
 class BatchItem:
     payload: Any
     cost: int
+    tokens: int = 0
+    enqueued: float = 0.0
 
 
 def batch_cost(items: Sequence[BatchItem]) -> int:
@@ -45,11 +51,21 @@ class TokenBudgetBatcher:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         max_concurrent_batches: int = 1,
+        metrics: ModelMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
+
         async def _run(items: list[BatchItem]) -> list[Any]:
             # Serve drops items whose caller was cancelled (timeout, disconnect) before calling us.
             self.computed_items += len(items)
-            return await run_batch([item.payload for item in items])
+            start = time.monotonic()
+            results = await run_batch([item.payload for item in items])
+            if self.metrics is not None:
+                lengths = [item.tokens for item in items]
+                groups = plan_micro_batches(lengths, self.max_batch_tokens)
+                padded = sum(max(lengths[i] for i in g) * len(g) for g in groups)
+                self.metrics.batch(lengths, [item.enqueued for item in items], padded, time.monotonic() - start)
+            return results
 
         self._batched = serve.batch(
             max_batch_size=max_batch_size,
@@ -82,13 +98,27 @@ class TokenBudgetBatcher:
         return min(self.max_batch_size, max(1, math.ceil(tokens / self._slot_tokens)))
 
     async def submit(self, payload: Any, tokens: int) -> Any:
-        result = await self._batched(BatchItem(payload=payload, cost=self.cost(tokens)))
+        item = BatchItem(payload=payload, cost=self.cost(tokens), tokens=tokens, enqueued=time.monotonic())
+        result = await self._batched(item)
         if isinstance(result, BaseException):
             raise result
         return result
 
     async def submit_all(self, payloads: Sequence[Any], tokens: Sequence[int]) -> list[Any]:
-        return list(await asyncio.gather(*(self.submit(p, n) for p, n in zip(payloads, tokens, strict=True))))
+        try:
+            results = await asyncio.gather(*(self.submit(p, n) for p, n in zip(payloads, tokens, strict=True)))
+        except asyncio.CancelledError:
+            self._count("cancelled")
+            raise
+        except Exception:
+            self._count("error")
+            raise
+        self._count("ok")
+        return list(results)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.call(outcome)
 
 
 def run_isolated(forward: Callable[[list[Any]], list[Any]], payloads: list[Any]) -> list[Any]:

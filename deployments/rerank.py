@@ -14,6 +14,7 @@ from ray import serve
 
 from deployments.batching import TokenBudgetBatcher, run_isolated
 from deployments.common import Executors, engine_runtime, replica_facts
+from deployments.metrics import ModelMetrics
 from serve_app.config import BatchingConfig, ModelSpec
 from serve_app.errors import ServiceError, bad_request
 from serve_app.protocol import RerankCall, RerankReply
@@ -53,6 +54,7 @@ class RerankDeployment:
             max_batch_size=b.max_batch_size,
             batch_wait_timeout_s=b.batch_wait_timeout_s,
             max_concurrent_batches=b.max_concurrent_batches,
+            metrics=ModelMetrics(self.spec.name),
         )
 
     def reconfigure(self, user_config: dict) -> None:

@@ -16,6 +16,7 @@ from ray import serve
 from deployments.batching import TokenBudgetBatcher, run_isolated
 from deployments.common import Executors, engine_runtime, replica_facts
 from deployments.embedding import finalize_rows
+from deployments.metrics import ModelMetrics
 from serve_app.config import BatchingConfig, ModelSpec
 from serve_app.errors import ServiceError, bad_request
 from serve_app.protocol import EmbedCall, EmbedReply, RerankCall, RerankReply
@@ -73,6 +74,7 @@ class _VLBase:
             max_batch_size=b.max_batch_size,
             batch_wait_timeout_s=b.batch_wait_timeout_s,
             max_concurrent_batches=b.max_concurrent_batches,
+            metrics=ModelMetrics(self.spec.name),
         )
 
     def reconfigure(self, user_config: dict) -> None:

@@ -20,7 +20,12 @@ LOCAL_ENV = {
 }
 
 
-def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+DEFAULT_METRICS_PORT = 9101
+
+
+def start_local_ray(
+    num_cpus: int | None = None, num_gpus: int | None = None, metrics_port: int = DEFAULT_METRICS_PORT
+) -> None:
     """Ray on loopback only, without the dashboard (~1 GB saved); env reaches every worker."""
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
@@ -38,6 +43,7 @@ def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) ->
         _node_ip_address="127.0.0.1",
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        _metrics_export_port=metrics_port,  # Prometheus: http://127.0.0.1:<port>/metrics
         runtime_env={
             "env_vars": {k: os.environ[k] for k in LOCAL_ENV},
             "worker_process_setup_hook": loopback.HOOK,
@@ -53,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
     else:
-        start_local_ray(args.num_cpus, args.num_gpus)
+        start_local_ray(args.num_cpus, args.num_gpus, args.metrics_port)
     from ray.serve.scripts import run as serve_run
 
     serve_run.main([args.config], standalone_mode=False)
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address", help="an existing Ray cluster (default: start a local one on 127.0.0.1)")
     p.add_argument("--num-cpus", type=int, default=None)
     p.add_argument("--num-gpus", type=int, default=None)
+    p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Prometheus metrics (127.0.0.1)")
     p.set_defaults(func=cmd_serve)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

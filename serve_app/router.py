@@ -61,6 +61,37 @@ app.add_middleware(BodySizeLimit, limit=lambda: _settings["limits"].max_body_byt
 app.add_middleware(BearerAuth, keys=lambda: _settings["api_keys"])  # added last: runs first
 http_errors.install(app)
 
+
+class _HTTPMetrics:
+    """Requests and latency per route and status (Ray exports them with the ray_ prefix)."""
+
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        keys = ("route", "status")
+        self.requests = metrics.Counter("embedserve_http_requests_total", "HTTP requests answered.", keys)
+        self.latency = metrics.Histogram(
+            "embedserve_http_request_seconds",
+            "Router time per HTTP request.",
+            [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+            keys,
+        )
+
+
+_http_metrics: list[_HTTPMetrics] = []
+
+
+@app.middleware("http")
+async def _measure(request, call_next):
+    start = time.perf_counter()
+    response = await call_next(request)
+    if not _http_metrics:
+        _http_metrics.append(_HTTPMetrics())
+    tags = {"route": request.url.path, "status": str(response.status_code)}
+    _http_metrics[0].requests.inc(tags=tags)
+    _http_metrics[0].latency.observe(time.perf_counter() - start, tags=tags)
+    return response
+
 _ERRORS = {
     400: {"model": ErrorResponse},
     404: {"model": ErrorResponse},

@@ -173,7 +173,8 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qw
     from serve_app.cli import start_local_ray
 
     before = _wildcard_listeners()
-    start_local_ray(num_cpus=8)
+    metrics_port = _free_port()
+    start_local_ray(num_cpus=8, metrics_port=metrics_port)
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {
@@ -202,6 +203,10 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qw
     }
     serve.run(build_app(args), name="embedserve", route_prefix="/")
     base = f"http://127.0.0.1:{port}"
-    yield {"base_url": base, "new_wildcard_listeners": _wildcard_listeners() - before}
+    yield {
+        "base_url": base,
+        "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
+        "new_wildcard_listeners": _wildcard_listeners() - before,
+    }
     serve.shutdown()
     ray.shutdown()
