@@ -36,6 +36,10 @@ def model_deployment(spec: ModelSpec) -> Application:
         from deployments.vl import VLRerankDeployment
 
         deployment = VLRerankDeployment
+    elif spec.family == "openai-compatible":
+        from deployments.remote import RemoteEmbeddingDeployment
+
+        deployment = RemoteEmbeddingDeployment
     else:
         raise ValueError(
             f"model {spec.name}: family {spec.family!r} cannot be served by this version of embedserve yet"

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-gpus", type=int, default=None)
     p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Prometheus metrics (127.0.0.1)")
     p.set_defaults(func=cmd_serve)
+    from serve_app.cli_commands import register  # models, embed, rerank, bench, wait; serve --wait
+
+    register(sub)
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -28,7 +28,9 @@ TASK_INSTRUCTIONS: dict[str, str | None] = {
     "summarization.query": "Given a summary, retrieve the original document that matches this summary",
 }
 
-QWEN3_INSTRUCTION_FAMILIES = {"qwen3-embedding"}
+# Families whose instruction-aware models take Qwen3's `Instruct: ...\nQuery:...` text template (a remote
+# model declared instruction_aware is taken to be a Qwen3-Embedding served elsewhere).
+QWEN3_INSTRUCTION_FAMILIES = {"qwen3-embedding", "openai-compatible"}
 
 BGE_M3_LATE_CHUNKING = (
     "Model {model} does not support late_chunking. BGE-M3's architecture causes embedding space collapse when "

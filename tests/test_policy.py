@@ -260,3 +260,17 @@ def test_fallback_only_for_server_failures_of_text_only_requests():
 def test_media_refused_for_text_models():
     err = refused(MINILM, input=[{"text": "x", "image": "data:image/png;base64,AAAA"}])
     assert err.param == "input[0].image" and "takes text only" in err.message
+
+
+def test_remote_instruction_aware_model_gets_the_qwen3_template():
+    remote = ModelSpec(
+        name="remote-qwen",
+        family="openai-compatible",
+        source="https://example.invalid/v1#qwen/qwen3-embedding-8b",
+        instruction_aware=True,
+        tasks=["retrieval.query", "retrieval.passage"],
+    )
+    assert plan(remote, task="retrieval.query").call.texts == [
+        qwen3_query(TASK_INSTRUCTIONS["retrieval.query"], "hello")
+    ]
+    assert refused(remote.model_copy(update={"instruction_aware": False}), task="retrieval.query").status == 400
