@@ -1,0 +1,1 @@
+"""Benchmark harness (issue 7): `python -m bench.run` measures the in-process limit, our service and Infinity."""
