@@ -1,6 +1,8 @@
 """The token-budget dynamic batcher shared by every model deployment (one home for batching).
 
-Each input of a request becomes its own batch item, so items of different requests share a batch. An
+Each input of a request becomes its own batch item, so items of different requests share a batch.
+`@serve.batch` forms batches; up to `max_concurrent_batches` of them may form while the model computes,
+and the next model turn merges every batch waiting by then (within the budget) into one. An
 item's cost is its token count in "slots" of `max_batch_tokens / max_batch_size` tokens (at least one
 slot, at most a whole batch), so a batch holds at most `max_batch_size` items and about
 `max_batch_tokens` tokens, and a lone over-budget item still runs by itself.
@@ -54,18 +56,21 @@ class TokenBudgetBatcher:
         metrics: ModelMetrics | None = None,
     ) -> None:
         self.metrics = metrics
+        self._run_batch = run_batch
+        # Batches Serve formed while the model was busy wait here; whoever gets the model next computes
+        # all of them together (up to the budget), so single-input requests arriving during a forward
+        # pass share the next one instead of queuing as many tiny batches.
+        self._waiting: list[tuple[list[BatchItem], asyncio.Future]] = []
+        self._model_turn = asyncio.Lock()
 
         async def _run(items: list[BatchItem]) -> list[Any]:
             # Serve drops items whose caller was cancelled (timeout, disconnect) before calling us.
-            self.computed_items += len(items)
-            start = time.monotonic()
-            results = await run_batch([item.payload for item in items])
-            if self.metrics is not None:
-                lengths = [item.tokens for item in items]
-                groups = plan_micro_batches(lengths, self.max_batch_tokens)
-                padded = sum(max(lengths[i] for i in g) * len(g) for g in groups)
-                self.metrics.batch(lengths, [item.enqueued for item in items], padded, time.monotonic() - start)
-            return results
+            done: asyncio.Future = asyncio.get_running_loop().create_future()
+            self._waiting.append((items, done))
+            async with self._model_turn:
+                while not done.done():
+                    await self._compute(self._take_waiting())
+            return done.result()
 
         self._batched = serve.batch(
             max_batch_size=max_batch_size,
@@ -76,6 +81,42 @@ class TokenBudgetBatcher:
         self.max_concurrent_batches = max_concurrent_batches
         self.computed_items = 0
         self.configure(max_batch_tokens, max_batch_size, batch_wait_timeout_s)
+
+    def _take_waiting(self) -> list[tuple[list[BatchItem], asyncio.Future]]:
+        """Waiting batches in arrival order, as many as fit the token budget (the first always)."""
+        taken, cost = [], 0
+        while self._waiting:
+            items, _ = self._waiting[0]
+            added = sum(item.cost for item in items)
+            if taken and cost + added > self.max_batch_size:
+                break
+            taken.append(self._waiting.pop(0))
+            cost += added
+        return taken
+
+    async def _compute(self, group: list[tuple[list[BatchItem], asyncio.Future]]) -> None:
+        items = [item for batch, _ in group for item in batch]
+        self.computed_items += len(items)
+        start = time.monotonic()
+        try:
+            results = await self._run_batch([item.payload for item in items])
+        except BaseException as exc:  # run_batch isolates per item; this only guards against hangs
+            failure = exc if isinstance(exc, Exception) else RuntimeError("batch interrupted")
+            for _, done in group:
+                if not done.done():
+                    done.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if self.metrics is not None:
+            lengths = [item.tokens for item in items]
+            groups = plan_micro_batches(lengths, self.max_batch_tokens)
+            padded = sum(max(lengths[i] for i in g) * len(g) for g in groups)
+            self.metrics.batch(lengths, [item.enqueued for item in items], padded, time.monotonic() - start)
+        offset = 0
+        for batch, done in group:
+            done.set_result(results[offset : offset + len(batch)])
+            offset += len(batch)
 
     def configure(self, max_batch_tokens: int, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         """Live update (from `reconfigure`); affects batches formed from now on."""

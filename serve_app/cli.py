@@ -17,6 +17,8 @@ LOCAL_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
     "TOKENIZERS_PARALLELISM": "false",
+    # Ray starts workers at nice 15; on a shared laptop that starves the model behind any other process.
+    "RAY_worker_niceness": "0",
 }
 
 

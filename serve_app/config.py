@@ -44,7 +44,9 @@ class BatchingConfig(_Strict):
     max_batch_tokens: int = Field(16384, ge=1, description="token budget of one batch (padded tokens)")
     max_batch_size: int = Field(64, ge=1, description="most inputs in one batch")
     batch_wait_timeout_s: float = Field(0.005, ge=0)
-    max_concurrent_batches: int = Field(1, ge=1)
+    max_concurrent_batches: int = Field(
+        4, ge=1, description="batches that may form while the model computes; merged into its next turn"
+    )
 
 
 class DeploymentConfig(_Strict):
