@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from serve_app.config import ModelSpec
+
+log = logging.getLogger("ray.serve")
 
 
 class Executors:
@@ -74,3 +77,68 @@ def replica_facts(spec: ModelSpec, **extra: Any) -> dict[str, Any]:
         "pid": os.getpid(),
         **extra,
     }
+
+
+class BatchedModel:
+    """The shell every model deployment shares: engine, threads, token-budget batcher, live batching
+    updates, per-item failure mapping and describe(). Subclasses give `build_engine` and `_forward`."""
+
+    prep_threads = 2
+
+    def __init__(self, spec: dict) -> None:
+        from deployments.batching import TokenBudgetBatcher
+        from deployments.metrics import ModelMetrics
+
+        self.spec = ModelSpec.model_validate(spec)
+        self.engine = self.build_engine(self.spec)
+        self.executors = Executors(self.spec.name, prep_threads=self.prep_threads)
+        b = self.spec.batching
+        self.batcher = TokenBudgetBatcher(
+            self._run_batch,
+            max_batch_tokens=b.max_batch_tokens,
+            max_batch_size=b.max_batch_size,
+            batch_wait_timeout_s=b.batch_wait_timeout_s,
+            max_concurrent_batches=b.max_concurrent_batches,
+            metrics=ModelMetrics(self.spec.name),
+        )
+
+    def build_engine(self, spec: ModelSpec):
+        raise NotImplementedError
+
+    def _forward(self, items: list) -> list:
+        raise NotImplementedError
+
+    def reconfigure(self, user_config: dict) -> None:
+        """Serve's user_config: batching settings, applied live."""
+        from serve_app.config import BatchingConfig
+
+        b = BatchingConfig.model_validate(user_config.get("batching", {}))
+        self.engine.max_batch_tokens = b.max_batch_tokens
+        self.batcher.configure(b.max_batch_tokens, b.max_batch_size, b.batch_wait_timeout_s)
+        log.info("%s batching: %s", self.spec.name, b.model_dump())
+
+    async def _run_batch(self, items: list) -> list:
+        from deployments.batching import run_isolated
+        from serve_app.errors import ServiceError
+
+        results = await self.executors.run_model(run_isolated, self._forward, items)
+        return [
+            ServiceError(f"inference failed: {r}", status=500, type="server_error", code="inference_failed")
+            if isinstance(r, Exception) and not isinstance(r, ServiceError)
+            else r
+            for r in results
+        ]
+
+    def check_health(self) -> None:
+        """Serve calls this periodically; a replica whose model thread is gone is replaced."""
+        if self.engine is None or self.executors.model._shutdown:
+            raise RuntimeError(f"{self.spec.name}: model thread is not running")
+
+    def describe(self) -> dict:
+        return replica_facts(
+            self.spec,
+            max_tokens=self.engine.max_tokens,
+            dimensions=getattr(self.engine, "dimensions", None),
+            computed_items=self.batcher.computed_items,
+            batching=self.batcher.settings(),
+        )

@@ -11,10 +11,8 @@ import logging
 import numpy as np
 from ray import serve
 
-from deployments.batching import TokenBudgetBatcher, run_isolated
-from deployments.common import Executors, engine_runtime, replica_facts
-from deployments.metrics import ModelMetrics
-from serve_app.config import BatchingConfig, ModelSpec
+from deployments.common import BatchedModel, engine_runtime
+from serve_app.config import ModelSpec
 from serve_app.errors import ServiceError, bad_request
 from serve_app.protocol import EmbedCall, EmbedReply
 
@@ -71,36 +69,13 @@ def too_long_error(index: int, tokens: int, limit: int, param: str = "input") ->
 
 
 @serve.deployment
-class TextEmbeddingDeployment:
+class TextEmbeddingDeployment(BatchedModel):
     def __init__(self, spec: dict) -> None:
-        self.spec = ModelSpec.model_validate(spec)
-        self.engine = build_text_engine(self.spec)
-        self.multi_output = hasattr(self.engine, "encode")
-        self.executors = Executors(self.spec.name)
-        b = self.spec.batching
-        self.batcher = TokenBudgetBatcher(
-            self._run_batch,
-            max_batch_tokens=b.max_batch_tokens,
-            max_batch_size=b.max_batch_size,
-            batch_wait_timeout_s=b.batch_wait_timeout_s,
-            max_concurrent_batches=b.max_concurrent_batches,
-            metrics=ModelMetrics(self.spec.name),
-        )
+        super().__init__(spec)
+        self.multi_output = hasattr(self.engine, "encode")  # BGE-M3 heads loaded
 
-    def reconfigure(self, user_config: dict) -> None:
-        b = BatchingConfig.model_validate(user_config.get("batching", {}))
-        self.engine.max_batch_tokens = b.max_batch_tokens
-        self.batcher.configure(b.max_batch_tokens, b.max_batch_size, b.batch_wait_timeout_s)
-        log.info("%s batching: %s", self.spec.name, b.model_dump())
-
-    async def _run_batch(self, items: list) -> list:
-        results = await self.executors.run_model(run_isolated, self._forward, items)
-        return [
-            ServiceError(f"inference failed: {r}", status=500, type="server_error", code="inference_failed")
-            if isinstance(r, Exception) and not isinstance(r, ServiceError)
-            else r
-            for r in results
-        ]
+    def build_engine(self, spec: ModelSpec):
+        return build_text_engine(spec)
 
     def _forward(self, items: list) -> list:
         if self.multi_output:  # BGE-M3: every loaded head from the one forward; requests pick theirs
@@ -148,16 +123,3 @@ class TextEmbeddingDeployment:
         return EmbedReply(
             vectors=finalize_rows(vectors, call.dimensions, call.normalize), token_counts=counts, model=self.spec.name
         )
-
-    def describe(self) -> dict:
-        return replica_facts(
-            self.spec,
-            max_tokens=self.engine.max_tokens,
-            dimensions=self.engine.dimensions,
-            computed_items=self.batcher.computed_items,
-            batching=self.batcher.settings(),
-        )
-
-    def check_health(self) -> None:
-        if self.engine is None:  # pragma: no cover
-            raise RuntimeError("engine not loaded")

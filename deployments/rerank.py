@@ -12,11 +12,9 @@ import logging
 import numpy as np
 from ray import serve
 
-from deployments.batching import TokenBudgetBatcher, run_isolated
-from deployments.common import Executors, engine_runtime, replica_facts
-from deployments.metrics import ModelMetrics
-from serve_app.config import BatchingConfig, ModelSpec
-from serve_app.errors import ServiceError, bad_request
+from deployments.common import BatchedModel, engine_runtime
+from serve_app.config import ModelSpec
+from serve_app.errors import bad_request
 from serve_app.protocol import RerankCall, RerankReply
 
 log = logging.getLogger("ray.serve")
@@ -42,34 +40,9 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 @serve.deployment
-class RerankDeployment:
-    def __init__(self, spec: dict) -> None:
-        self.spec = ModelSpec.model_validate(spec)
-        self.engine = build_rerank_engine(self.spec)
-        self.executors = Executors(self.spec.name)
-        b = self.spec.batching
-        self.batcher = TokenBudgetBatcher(
-            self._run_batch,
-            max_batch_tokens=b.max_batch_tokens,
-            max_batch_size=b.max_batch_size,
-            batch_wait_timeout_s=b.batch_wait_timeout_s,
-            max_concurrent_batches=b.max_concurrent_batches,
-            metrics=ModelMetrics(self.spec.name),
-        )
-
-    def reconfigure(self, user_config: dict) -> None:
-        b = BatchingConfig.model_validate(user_config.get("batching", {}))
-        self.engine.max_batch_tokens = b.max_batch_tokens
-        self.batcher.configure(b.max_batch_tokens, b.max_batch_size, b.batch_wait_timeout_s)
-
-    async def _run_batch(self, items: list) -> list:
-        results = await self.executors.run_model(run_isolated, self._forward, items)
-        return [
-            ServiceError(f"inference failed: {r}", status=500, type="server_error", code="inference_failed")
-            if isinstance(r, Exception) and not isinstance(r, ServiceError)
-            else r
-            for r in results
-        ]
+class RerankDeployment(BatchedModel):
+    def build_engine(self, spec: ModelSpec):
+        return build_rerank_engine(spec)
 
     def _forward(self, items: list) -> list:
         return list(self.engine.score(items, raw=True))
@@ -93,11 +66,3 @@ class RerankDeployment:
         logits = np.asarray(await self.batcher.submit_all(items, [len(t) for t in items]), dtype=np.float32)
         scores = logits if call.raw_scores else sigmoid(logits)
         return RerankReply(scores=scores, token_counts=[len(t) for t in items], model=self.spec.name)
-
-    def describe(self) -> dict:
-        return replica_facts(
-            self.spec,
-            max_tokens=self.engine.max_tokens,
-            computed_items=self.batcher.computed_items,
-            batching=self.batcher.settings(),
-        )

@@ -13,12 +13,10 @@ import logging
 import numpy as np
 from ray import serve
 
-from deployments.batching import TokenBudgetBatcher, run_isolated
-from deployments.common import Executors, engine_runtime, replica_facts
+from deployments.common import BatchedModel, engine_runtime
 from deployments.embedding import finalize_rows
-from deployments.metrics import ModelMetrics
-from serve_app.config import BatchingConfig, ModelSpec
-from serve_app.errors import ServiceError, bad_request
+from serve_app.config import ModelSpec
+from serve_app.errors import bad_request
 from serve_app.protocol import EmbedCall, EmbedReply, RerankCall, RerankReply
 
 log = logging.getLogger("ray.serve")
@@ -59,40 +57,17 @@ def build_vl_engine(spec: ModelSpec):
     raise ValueError(f"family {spec.family} is not a Qwen3-VL family")
 
 
-class _VLBase:
+class _VLBase(BatchedModel):
+    prep_threads = 4  # media decoding is I/O and CPU bound
+
     def __init__(self, spec: dict) -> None:
         from deployments import media
 
         self.media = media
-        self.spec = ModelSpec.model_validate(spec)
-        self.engine = build_vl_engine(self.spec)
-        self.executors = Executors(self.spec.name, prep_threads=4)  # media decoding is I/O and CPU bound
-        b = self.spec.batching
-        self.batcher = TokenBudgetBatcher(
-            self._run_batch,
-            max_batch_tokens=b.max_batch_tokens,
-            max_batch_size=b.max_batch_size,
-            batch_wait_timeout_s=b.batch_wait_timeout_s,
-            max_concurrent_batches=b.max_concurrent_batches,
-            metrics=ModelMetrics(self.spec.name),
-        )
+        super().__init__(spec)
 
-    def reconfigure(self, user_config: dict) -> None:
-        b = BatchingConfig.model_validate(user_config.get("batching", {}))
-        self.engine.max_batch_tokens = b.max_batch_tokens
-        self.batcher.configure(b.max_batch_tokens, b.max_batch_size, b.batch_wait_timeout_s)
-
-    async def _run_batch(self, items: list) -> list:
-        results = await self.executors.run_model(run_isolated, self._forward, items)
-        return [
-            ServiceError(f"inference failed: {r}", status=500, type="server_error", code="inference_failed")
-            if isinstance(r, Exception) and not isinstance(r, ServiceError)
-            else r
-            for r in results
-        ]
-
-    def _forward(self, items: list) -> list:
-        raise NotImplementedError
+    def build_engine(self, spec: ModelSpec):
+        return build_vl_engine(spec)
 
     def _item(self, content: dict, where: str, instruction: str | None = None):
         """Decode one {text?, image?, video?, instruction?} into a VLItem; every failure is a 400 naming it."""
@@ -124,14 +99,6 @@ class _VLBase:
         except VLInputError as exc:
             code = "context_length_exceeded" if "token" in str(exc) else "invalid_input"
             raise bad_request(f"{where}: {exc}", param=where, code=code) from None
-
-    def describe(self) -> dict:
-        return replica_facts(
-            self.spec,
-            max_tokens=self.engine.max_tokens,
-            computed_items=self.batcher.computed_items,
-            batching=self.batcher.settings(),
-        )
 
 
 @serve.deployment
