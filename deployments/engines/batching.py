@@ -10,9 +10,14 @@ from collections.abc import Sequence
 
 import torch
 
+MIN_FILL = 0.75  # a new micro-batch starts where inputs get shorter than this share of the group's longest
 
-def plan_micro_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
-    """Indices grouped longest-first so that rows x longest <= max_tokens (a lone long input still runs)."""
+
+def plan_micro_batches(
+    lengths: Sequence[int], max_tokens: int, max_rows: int | None = None, min_fill: float = MIN_FILL
+) -> list[list[int]]:
+    """Indices grouped longest-first so that rows x longest <= max_tokens (a lone long input still runs),
+    cut also where lengths fall below `min_fill` x the group's longest, so no row is mostly padding."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
     groups: list[list[int]] = []
     current: list[int] = []
@@ -22,7 +27,8 @@ def plan_micro_batches(lengths: Sequence[int], max_tokens: int, max_rows: int | 
         if current:
             over_budget = max(longest, length) * (len(current) + 1) > max_tokens
             over_rows = max_rows is not None and len(current) >= max_rows
-            if over_budget or over_rows:
+            too_short = length < min_fill * longest
+            if over_budget or over_rows or too_short:
                 groups.append(current)
                 current, longest = [], 0
         current.append(i)
