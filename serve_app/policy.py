@@ -111,17 +111,26 @@ def check_dimensions(spec: ModelSpec, requested: int | None) -> int | None:
     return None if dims == spec.dimensions else dims
 
 
-def check_texts(texts: list[str], limits: Limits, param: str = "input") -> None:
+def check_texts(
+    texts: list[str],
+    limits: Limits,
+    param: str = "input",
+    *,
+    documents: bool = False,
+    media_only: set[int] = frozenset(),
+) -> None:
+    """Count, emptiness and length of a request's texts (items at `media_only` indexes may have no text)."""
     if not texts:
         raise bad_request(f"`{param}` must not be empty.", param=param, code="empty_input")
-    if len(texts) > limits.max_inputs_per_request:
-        raise too_large(
-            f"{len(texts)} inputs in one request; the limit is {limits.max_inputs_per_request} "
-            "(max_inputs_per_request).",
-            param=param,
-        )
+    most, what, name = (
+        (limits.max_documents_per_request, "documents", "max_documents_per_request")
+        if documents
+        else (limits.max_inputs_per_request, "inputs", "max_inputs_per_request")
+    )
+    if len(texts) > most:
+        raise too_large(f"{len(texts)} {what} in one request; the limit is {most} ({name}).", param=param)
     for i, text in enumerate(texts):
-        if not text or not text.strip():
+        if i not in media_only and (not text or not text.strip()):
             raise bad_request(f"{param}[{i}] is empty.", param=f"{param}[{i}]", code="empty_input")
         if len(text) > limits.max_chars_per_input:
             raise too_large(
@@ -156,8 +165,9 @@ def check_content(spec: ModelSpec, items: list[str | ContentItem], limits: Limit
                 )
         if isinstance(item.video, list) and not item.video:
             raise bad_request(f"{where}.video is an empty frame list.", param=f"{where}.video")
-    texts = [x if isinstance(x, str) else (x.text if x.text is not None or not x.has_media else "x") for x in items]
-    check_texts(texts, limits, param)
+    texts = [x if isinstance(x, str) else (x.text or "") for x in items]
+    media_only = {i for i, x in enumerate(items) if not isinstance(x, str) and x.has_media and not x.text}
+    check_texts(texts, limits, param, documents=param == "documents", media_only=media_only)
 
 
 def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> EmbeddingPlan:
@@ -305,24 +315,8 @@ def plan_rerank(
             param="query",
         )
     docs = [_text(d, spec, f"documents[{i}]") for i, d in enumerate(documents)]
-    if not docs:
-        raise bad_request("`documents` must not be empty.", param="documents", code="empty_input")
-    if len(docs) > limits.max_documents_per_request:
-        raise too_large(
-            f"{len(docs)} documents in one request; the limit is {limits.max_documents_per_request} "
-            "(max_documents_per_request).",
-            param="documents",
-        )
-    for i, doc in enumerate(docs):
-        media_only = vl and not isinstance(documents[i], str) and documents[i].has_media
-        if not media_only and (not doc or not doc.strip()):
-            raise bad_request(f"documents[{i}] is empty.", param=f"documents[{i}]", code="empty_input")
-        if len(doc) > limits.max_chars_per_input:
-            raise too_large(
-                f"documents[{i}] has {len(doc)} characters; the limit is {limits.max_chars_per_input} "
-                "(max_chars_per_input).",
-                param=f"documents[{i}]",
-            )
+    media_only = {i for i, d in enumerate(documents) if vl and not isinstance(d, str) and d.has_media}
+    check_texts(docs, limits, "documents", documents=True, media_only=media_only)
     if top_n is not None and top_n < 1:
         raise bad_request(f"top_n must be at least 1 (got {top_n}).", param="top_n")
     if max_tokens_per_doc is not None and max_tokens_per_doc < 1:
