@@ -92,6 +92,7 @@ async def _measure(request, call_next):
     _http_metrics[0].latency.observe(time.perf_counter() - start, tags=tags)
     return response
 
+
 _ERRORS = {
     400: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
