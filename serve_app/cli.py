@@ -19,17 +19,62 @@ LOCAL_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     # Ray starts workers at nice 15; on a shared laptop that starves the model behind any other process.
     "RAY_worker_niceness": "0",
+    # Ray Serve's throughput settings (measured by `python -m bench.hops`): handle calls between deployments
+    # over gRPC, and user code on the replica's own event loop (our blocking work already runs in threads).
+    # They hold for any topology, so cluster/Dockerfile sets them too. (RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0
+    # is left out: it breaks handles called from plain driver code, outside an event loop.)
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
 }
 
 
 DEFAULT_METRICS_PORT = 9101
 
 
+def direct_ingress_env(port: int) -> dict[str, str]:
+    """Serve's direct ingress: the router replica itself answers HTTP on `port`, no proxy actor in between.
+
+    One hop fewer per request (measured by `python -m bench.hops`). Each ingress replica needs its own port, so
+    the range is pinned to the one configured port: it suits one router replica on one node (the local
+    default); clusters keep Serve's proxy.
+    """
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + 1),  # exclusive bound
+    }
+
+
+def direct_ingress_port(config: dict) -> int | None:
+    """The port direct ingress can take for this Serve config, or None when it needs Serve's proxy.
+
+    Direct ingress fits one application whose router runs one fixed replica (one port for one listener).
+    """
+    apps = config.get("applications") or []
+    if len(apps) != 1:
+        return None
+    router = ((apps[0].get("args") or {}).get("router")) or {}
+    if router.get("autoscaling_config") or (router.get("num_replicas") or 1) != 1:
+        return None
+    if (config.get("proxy_location") or "HeadOnly") == "Disabled":
+        return None
+    return int((config.get("http_options") or {}).get("port", 8000))
+
+
 def start_local_ray(
-    num_cpus: int | None = None, num_gpus: int | None = None, metrics_port: int = DEFAULT_METRICS_PORT
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    metrics_port: int = DEFAULT_METRICS_PORT,
+    ingress_port: int | None = None,
 ) -> None:
-    """Ray on loopback only, without the dashboard (~1 GB saved); env reaches every worker."""
-    for key, value in LOCAL_ENV.items():
+    """Ray on loopback only, without the dashboard (~1 GB saved); env reaches every worker.
+
+    With `ingress_port`, Serve runs without its proxy and the router answers HTTP itself (direct ingress).
+    """
+    env = dict(LOCAL_ENV)
+    if ingress_port is not None:
+        env.update(direct_ingress_env(ingress_port))
+    for key, value in env.items():
         os.environ.setdefault(key, value)
     import ray
     import ray._private.ray_constants as ray_constants
@@ -47,7 +92,7 @@ def start_local_ray(
         num_gpus=num_gpus,
         _metrics_export_port=metrics_port,  # Prometheus: http://127.0.0.1:<port>/metrics
         runtime_env={
-            "env_vars": {k: os.environ[k] for k in LOCAL_ENV},
+            "env_vars": {k: os.environ[k] for k in env},
             "worker_process_setup_hook": loopback.HOOK,
         },
         configure_logging=True,
@@ -61,11 +106,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
     else:
-        start_local_ray(args.num_cpus, args.num_gpus, args.metrics_port)
+        ingress_port = None
+        if args.ingress != "proxy":
+            import yaml
+
+            with open(args.config) as f:
+                ingress_port = direct_ingress_port(yaml.safe_load(f) or {})
+            if ingress_port is None and args.ingress == "direct":
+                print("--ingress direct needs one application with one router replica", file=sys.stderr)
+                return 2
+        config_path = args.config
+        if ingress_port is not None:
+            config_path = _config_with_spare_proxy_port(args.config)
+            print(f"embedserve: the router answers HTTP on 127.0.0.1:{ingress_port} itself", file=sys.stderr)
+        start_local_ray(args.num_cpus, args.num_gpus, args.metrics_port, ingress_port)
+        args.config = config_path
     from ray.serve.scripts import run as serve_run
 
     serve_run.main([args.config], standalone_mode=False)
     return 0
+
+
+def _config_with_spare_proxy_port(path: str) -> str:
+    """A copy of the Serve config whose http_options.port is a free loopback port.
+
+    Under direct ingress Serve still starts its proxy on the head node (a fallback route to every app); it
+    must not take the configured port, which belongs to the router replica now.
+    """
+    import socket
+    import tempfile
+
+    import yaml
+
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        spare = int(s.getsockname()[1])
+    config.setdefault("http_options", {})["port"] = spare
+    with tempfile.NamedTemporaryFile("w", prefix="embedserve-", suffix=".yaml", delete=False) as out:
+        yaml.safe_dump(config, out, sort_keys=False)
+    return out.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-cpus", type=int, default=None)
     p.add_argument("--num-gpus", type=int, default=None)
     p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Prometheus metrics (127.0.0.1)")
+    p.add_argument(
+        "--ingress",
+        choices=["auto", "direct", "proxy"],
+        default="auto",
+        help="local Ray only. auto: the router answers HTTP itself when the config has one application with one "
+        "router replica (one hop fewer), else Serve's proxy",
+    )
     p.set_defaults(func=cmd_serve)
     from serve_app.cli_commands import register  # models, embed, rerank, bench, wait; serve --wait
 

@@ -1,0 +1,191 @@
+"""`embedserve serve` on a local Ray: the router answers HTTP itself (Serve's direct ingress), no proxy hop.
+
+The choice (serve_app/cli.py) is unit-tested; then a real `embedserve serve` in its own process serves a tiny
+model, and the configured port must belong to the router replica, answer like the proxied session app, and
+stay on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from conftest import _free_port, _wildcard_listeners
+
+from serve_app.cli import _config_with_spare_proxy_port, direct_ingress_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _config(port: int = 8000, apps: list[dict] | None = None, **top) -> dict:
+    return {"http_options": {"host": "127.0.0.1", "port": port}, "applications": apps or [{"args": {}}], **top}
+
+
+def test_direct_ingress_only_for_one_router_replica():
+    local = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
+    assert direct_ingress_port(local) == 8000
+    assert direct_ingress_port(_config(9123)) == 9123
+    assert direct_ingress_port(_config(apps=[{"args": {"router": {"num_replicas": 1}}}])) == 8000
+    assert direct_ingress_port(_config(apps=[{"args": {}}, {"args": {}}])) is None  # two ingress apps
+    assert direct_ingress_port(_config(apps=[{"args": {"router": {"num_replicas": 2}}}])) is None
+    autoscaled = {"router": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4}}}
+    assert direct_ingress_port(_config(apps=[{"args": autoscaled}])) is None
+    assert direct_ingress_port(_config(proxy_location="Disabled")) is None
+
+
+def test_the_proxy_moves_off_the_configured_port(tmp_path):
+    source = tmp_path / "c.yaml"
+    source.write_text(yaml.safe_dump(_config(8123, apps=[{"name": "x", "args": {"models": ["m"]}}])))
+    copy = Path(_config_with_spare_proxy_port(str(source)))
+    try:
+        moved = yaml.safe_load(copy.read_text())
+        original = yaml.safe_load(source.read_text())
+        assert moved["http_options"]["port"] != 8123
+        moved["http_options"]["port"] = 8123
+        assert moved == original
+    finally:
+        copy.unlink()
+
+
+def _listener_owner(port: int) -> str | None:
+    """Command line of the process listening on 127.0.0.1:port (from /proc, no tools needed)."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[1] == f"0100007F:{port:04X}" and parts[3] == "0A":
+            inode = parts[9]
+    if inode is None:
+        return None
+    target = f"socket:[{inode}]"
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    return None
+
+
+def _stop_session(proc: subprocess.Popen) -> None:
+    """SIGINT (Serve and Ray shut down), then SIGKILL whatever of this session (our own processes) is left."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=40)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError, ProcessLookupError):
+            if os.getsid(int(pid)) == proc.pid:
+                os.kill(int(pid), signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def direct_service(tiny_xlmr, serve_app, tmp_path_factory):
+    port = _free_port()
+    cfg = _config(
+        port,
+        apps=[
+            {
+                "name": "embedserve",
+                "route_prefix": "/",
+                "import_path": "serve_app.app:build_app",
+                "args": {
+                    "models": [
+                        {
+                            "name": "tiny-xlmr",
+                            "family": "encoder",
+                            "source": str(tiny_xlmr),
+                            "deployment": {"num_cpus": 0.5, "torch_threads": 1},
+                        }
+                    ]
+                },
+            }
+        ],
+        proxy_location="HeadOnly",
+    )
+    path = tmp_path_factory.mktemp("direct") / "serve.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    log = path.with_suffix(".log")
+    before = _wildcard_listeners()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serve_app.cli", "serve", str(path), "--metrics-port", str(_free_port())],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert proc.poll() is None, log.read_text()[-4000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/ready", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "not ready in 150 s:\n" + log.read_text()[-4000:]
+            time.sleep(1)
+        yield {"base_url": base, "port": port, "before": before, "log": log}
+    finally:
+        _stop_session(proc)
+
+
+def test_the_router_replica_holds_the_configured_port(direct_service):
+    owner = _listener_owner(direct_service["port"])
+    assert owner is not None and "ServeReplica:embedserve:router" in owner, owner
+    assert "the router answers HTTP on 127.0.0.1" in direct_service["log"].read_text()
+
+
+def test_answers_match_the_proxied_app_and_errors_keep_their_shape(direct_service, serve_app):
+    texts = ["direct ingress", "one hop fewer", "same vectors"]
+    body = {"model": "tiny-xlmr", "input": texts}
+    direct = httpx.post(direct_service["base_url"] + "/v1/embeddings", json=body, timeout=30)
+    proxied = httpx.post(serve_app["base_url"] + "/v1/embeddings", json=body, timeout=30)
+    assert direct.status_code == proxied.status_code == 200
+    a = np.array([d["embedding"] for d in direct.json()["data"]])
+    b = np.array([d["embedding"] for d in proxied.json()["data"]])
+    assert a.shape == (3, b.shape[1]) and np.allclose(a, b, atol=1e-5)
+
+    missing = httpx.post(direct_service["base_url"] + "/v1/embeddings", json={**body, "model": "nope"}, timeout=30)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+    empty = httpx.post(direct_service["base_url"] + "/v1/embeddings", json={**body, "input": []}, timeout=30)
+    assert empty.status_code == 400 and empty.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_concurrent_requests_each_get_their_own_vectors(direct_service):
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=direct_service["base_url"], timeout=60, limits=limits) as client:
+            calls = [
+                client.post("/v1/embeddings", json={"model": "tiny-xlmr", "input": [f"text {i}"] * (1 + i % 3)})
+                for i in range(60)
+            ]
+            return await asyncio.gather(*calls)
+
+    replies = asyncio.run(run())
+    assert [r.status_code for r in replies] == [200] * 60
+    first = {}
+    for i, r in enumerate(replies):
+        data = r.json()["data"]
+        assert len(data) == 1 + i % 3
+        vector = np.array(data[0]["embedding"])
+        for d in data[1:]:  # the same text repeated: identical rows
+            assert np.allclose(np.array(d["embedding"]), vector, atol=1e-6)
+        first[i] = vector
+    assert not np.allclose(first[0], first[1])
+
+
+def test_stays_on_loopback(direct_service):
+    assert _wildcard_listeners() - direct_service["before"] == set()
