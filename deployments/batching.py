@@ -1,8 +1,9 @@
 """The token-budget dynamic batcher shared by every model deployment (one home for batching).
 
 Each input of a request becomes its own batch item, so items of different requests share a batch.
-`@serve.batch` forms batches; up to `max_concurrent_batches` of them may form while the model computes,
-and the next model turn merges every batch waiting by then (within the budget) into one. An
+`@serve.batch` forms batches and hands them over at once; the model's next turn merges every batch waiting
+by then (within the budget) into one, skipping items whose caller was cancelled meanwhile (continuous
+batching: the batch grows with the load, an idle model starts at once). An
 item's cost is its token count in "slots" of `max_batch_tokens / max_batch_size` tokens (at least one
 slot, at most a whole batch), so a batch holds at most `max_batch_size` items and about
 `max_batch_tokens` tokens, and a lone over-budget item still runs by itself.
@@ -32,6 +33,13 @@ class BatchItem:
     cost: int
     tokens: int = 0
     enqueued: float = 0.0
+    cancelled: bool = False  # its caller went away (deadline, disconnect): skip it, do not compute it
+
+
+def _settle(futures: Sequence[asyncio.Future], failure: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(failure)
 
 
 def batch_cost(items: Sequence[BatchItem]) -> int:
@@ -57,66 +65,74 @@ class TokenBudgetBatcher:
     ) -> None:
         self.metrics = metrics
         self._run_batch = run_batch
-        # Batches Serve formed while the model was busy wait here; whoever gets the model next computes
-        # all of them together (up to the budget), so single-input requests arriving during a forward
-        # pass share the next one instead of queuing as many tiny batches.
-        self._waiting: list[tuple[list[BatchItem], asyncio.Future]] = []
-        self._model_turn = asyncio.Lock()
+        # Serve's batch function only hands items over: it queues them here and returns one future per item
+        # at once, so Serve's batch slot is free again immediately. One drain task computes the waiting
+        # items turn by turn, each turn taking everything waiting up to the budget: single-input requests
+        # that arrive during a forward pass share the next one (continuous batching).
+        self._waiting: list[tuple[list[BatchItem], list[asyncio.Future]]] = []
+        self._drainer: asyncio.Task | None = None
 
-        async def _run(items: list[BatchItem]) -> list[Any]:
+        async def _hand_over(items: list[BatchItem]) -> list[asyncio.Future]:
             # Serve drops items whose caller was cancelled (timeout, disconnect) before calling us.
-            done: asyncio.Future = asyncio.get_running_loop().create_future()
-            self._waiting.append((items, done))
-            async with self._model_turn:
-                while not done.done():
-                    await self._compute(self._take_waiting())
-            return done.result()
+            loop = asyncio.get_running_loop()
+            futures = [loop.create_future() for _ in items]
+            self._waiting.append((items, futures))
+            if self._drainer is None or self._drainer.done():
+                self._drainer = loop.create_task(self._drain())
+            return futures
 
         self._batched = serve.batch(
             max_batch_size=max_batch_size,
             batch_wait_timeout_s=batch_wait_timeout_s,
             max_concurrent_batches=max_concurrent_batches,
             batch_size_fn=batch_cost,
-        )(_run)
+        )(_hand_over)
         self.max_concurrent_batches = max_concurrent_batches
         self.computed_items = 0
         self.configure(max_batch_tokens, max_batch_size, batch_wait_timeout_s)
 
-    def _take_waiting(self) -> list[tuple[list[BatchItem], asyncio.Future]]:
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                await self._compute(self._take_waiting())
+        finally:  # cancelled (replica shutting down): nobody may wait forever
+            for _, futures in self._waiting:
+                _settle(futures, RuntimeError("the model deployment is shutting down"))
+
+    def _take_waiting(self) -> list[tuple[list[BatchItem], list[asyncio.Future]]]:
         """Waiting batches in arrival order, as many as fit the token budget (the first always)."""
         taken, cost = [], 0
         while self._waiting:
             items, _ = self._waiting[0]
-            added = sum(item.cost for item in items)
+            added = sum(item.cost for item in items if not item.cancelled)
             if taken and cost + added > self.max_batch_size:
                 break
             taken.append(self._waiting.pop(0))
             cost += added
         return taken
 
-    async def _compute(self, group: list[tuple[list[BatchItem], asyncio.Future]]) -> None:
-        items = [item for batch, _ in group for item in batch]
-        self.computed_items += len(items)
+    async def _compute(self, group: list[tuple[list[BatchItem], list[asyncio.Future]]]) -> None:
+        pairs = [(item, future) for items, futures in group for item, future in zip(items, futures, strict=True)]
+        live = [(item, future) for item, future in pairs if not item.cancelled and not future.done()]
+        self.computed_items += len(live)
+        if not live:
+            return
         start = time.monotonic()
         try:
-            results = await self._run_batch([item.payload for item in items])
+            results = await self._run_batch([item.payload for item, _ in live])
         except BaseException as exc:  # run_batch isolates per item; this only guards against hangs
-            failure = exc if isinstance(exc, Exception) else RuntimeError("batch interrupted")
-            for _, done in group:
-                if not done.done():
-                    done.set_exception(failure)
+            _settle([f for _, f in live], exc if isinstance(exc, Exception) else RuntimeError("batch interrupted"))
             if not isinstance(exc, Exception):
                 raise
             return
         if self.metrics is not None:
-            lengths = [item.tokens for item in items]
+            lengths = [item.tokens for item, _ in live]
             groups = plan_micro_batches(lengths, self.max_batch_tokens)
             padded = sum(max(lengths[i] for i in g) * len(g) for g in groups)
-            self.metrics.batch(lengths, [item.enqueued for item in items], padded, time.monotonic() - start)
-        offset = 0
-        for batch, done in group:
-            done.set_result(results[offset : offset + len(batch)])
-            offset += len(batch)
+            self.metrics.batch(lengths, [item.enqueued for item, _ in live], padded, time.monotonic() - start)
+        for (_, future), result in zip(live, results, strict=True):
+            if not future.done():  # its caller may have gone meanwhile
+                future.set_result(result)
 
     def configure(self, max_batch_tokens: int, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         """Live update (from `reconfigure`); affects batches formed from now on."""
@@ -140,7 +156,11 @@ class TokenBudgetBatcher:
 
     async def submit(self, payload: Any, tokens: int) -> Any:
         item = BatchItem(payload=payload, cost=self.cost(tokens), tokens=tokens, enqueued=time.monotonic())
-        result = await self._batched(item)
+        try:
+            result = await (await self._batched(item))
+        except asyncio.CancelledError:
+            item.cancelled = True  # it may already be handed over, past Serve's own cancellation check
+            raise
         if isinstance(result, BaseException):
             raise result
         return result

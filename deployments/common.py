@@ -45,12 +45,11 @@ def engine_runtime(spec: ModelSpec):
 def serve_options(spec: ModelSpec) -> dict[str, Any]:
     """Ray Serve `.options()` for a model's deployment, from its spec."""
     d, b = spec.deployment, spec.batching
-    in_flight = b.max_batch_size * b.max_concurrent_batches
     opts: dict[str, Any] = {
         "name": spec.name,
         "ray_actor_options": {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus},
-        # A request carries several items; room for two batches' worth of single-input requests.
-        "max_ongoing_requests": d.max_ongoing_requests or max(2 * in_flight, 16),
+        # Room for the batch computing, a full next one waiting, and as much again arriving.
+        "max_ongoing_requests": d.max_ongoing_requests or max(4 * b.max_batch_size, 16),
         "max_queued_requests": d.max_queued_requests,
         "user_config": {"batching": b.model_dump()},
     }

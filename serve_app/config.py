@@ -43,9 +43,16 @@ class BatchingConfig(_Strict):
 
     max_batch_tokens: int = Field(16384, ge=1, description="token budget of one batch (padded tokens)")
     max_batch_size: int = Field(64, ge=1, description="most inputs in one batch")
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="how long Serve waits to fill a batch; 0 suits a busy model, as arrivals during a forward "
+        "pass are merged into the next one anyway",
+    )
     max_concurrent_batches: int = Field(
-        4, ge=1, description="batches that may form while the model computes; merged into its next turn"
+        4,
+        ge=1,
+        description="Serve's batch slots; a batch only hands its items over to the model's queue, so a few suffice",
     )
 
 
