@@ -18,6 +18,10 @@ from serve_app.protocol import EmbedCall, EmbedReply
 
 log = logging.getLogger("ray.serve")
 
+# Requests up to this many characters are tokenized on the event loop: for a sentence or two the hop to a
+# prep thread costs more than the tokenizer; longer ones go to the thread so the loop keeps accepting.
+INLINE_TOKENIZE_CHARS = 2048
+
 
 def build_text_engine(spec: ModelSpec):
     from deployments.engines.text_embedding import ENCODER, QWEN3_EMBEDDING, TextEmbeddingEngine, TextEmbeddingRecipe
@@ -91,9 +95,11 @@ class TextEmbeddingDeployment(BatchedModel):
     async def embed(self, call: EmbedCall) -> EmbedReply:
         if call.late_chunking:
             return await self._late_chunk(call)
-        tokens = await self.executors.run_prep(
-            self.engine.tokenize, call.texts, call.truncate, call.truncation_direction
-        )
+        args = (call.texts, call.truncate, call.truncation_direction)
+        if sum(len(t) for t in call.texts) <= INLINE_TOKENIZE_CHARS:
+            tokens = self.engine.tokenize(*args)
+        else:
+            tokens = await self.executors.run_prep(self.engine.tokenize, *args)
         for i, t in enumerate(tokens):
             if len(t) > self.engine.max_tokens:
                 raise too_long_error(i, t.full_length, self.engine.max_tokens)

@@ -23,6 +23,7 @@ from serve_app.chunking import plan_chunks, split_sentences
 from serve_app.config import AuthConfig, Limits, ModelSpec
 from serve_app.encoding import dumps, embeddings_response
 from serve_app.errors import ServiceError, bad_request, too_large, unknown_model
+from serve_app.http_metrics import HTTPMetrics
 from serve_app.policy import (
     VL_FAMILIES,
     RerankPlan,
@@ -58,39 +59,9 @@ app = FastAPI(
 log = logging.getLogger("ray.serve")
 _settings: dict[str, Any] = {"limits": Limits(), "api_keys": []}
 app.add_middleware(BodySizeLimit, limit=lambda: _settings["limits"].max_body_bytes)
-app.add_middleware(BearerAuth, keys=lambda: _settings["api_keys"])  # added last: runs first
+app.add_middleware(BearerAuth, keys=lambda: _settings["api_keys"])
+app.add_middleware(HTTPMetrics)  # added last: runs first, so 401s and 413s are counted too
 http_errors.install(app)
-
-
-class _HTTPMetrics:
-    """Requests and latency per route and status (Ray exports them with the ray_ prefix)."""
-
-    def __init__(self) -> None:
-        from ray.serve import metrics
-
-        keys = ("route", "status")
-        self.requests = metrics.Counter("embedserve_http_requests_total", "HTTP requests answered.", keys)
-        self.latency = metrics.Histogram(
-            "embedserve_http_request_seconds",
-            "Router time per HTTP request.",
-            [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
-            keys,
-        )
-
-
-_http_metrics: list[_HTTPMetrics] = []
-
-
-@app.middleware("http")
-async def _measure(request, call_next):
-    start = time.perf_counter()
-    response = await call_next(request)
-    if not _http_metrics:
-        _http_metrics.append(_HTTPMetrics())
-    tags = {"route": request.url.path, "status": str(response.status_code)}
-    _http_metrics[0].requests.inc(tags=tags)
-    _http_metrics[0].latency.observe(time.perf_counter() - start, tags=tags)
-    return response
 
 
 _ERRORS = {
