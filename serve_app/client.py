@@ -465,7 +465,11 @@ class AsyncEmbedServeClient:
             headers=self._o.headers,
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=max(max_concurrency, 1) * 2),
+            # keep every connection alive: httpx keeps only 20 by default, and above that each request
+            # would open (and close) a new TCP connection
+            limits=httpx.Limits(
+                max_connections=max(max_concurrency, 1) * 2, max_keepalive_connections=max(max_concurrency, 1) * 2
+            ),
         )
         self._max_concurrency = max(1, max_concurrency)
         self._slots: asyncio.Semaphore | None = None
