@@ -21,11 +21,15 @@ LOCAL_ENV = {
     "RAY_worker_niceness": "0",
     # Ray Serve's throughput settings (measured by `python -m bench.hops`): handle calls between deployments
     # over gRPC, and user code on the replica's own event loop (our blocking work already runs in threads).
-    # They hold for any topology, so cluster/Dockerfile sets them too. (RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0
-    # is left out: it breaks handles called from plain driver code, outside an event loop.)
+    # They hold for any topology, so cluster/Dockerfile sets them too.
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
 }
+
+# For Ray's workers only (Serve's replicas, proxy, controller), never for this process or its children: Serve's
+# request router on the replica's own loop saves a thread hop per handle call, but breaks handles called from
+# plain driver code outside an event loop.
+WORKER_ONLY_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
 DEFAULT_METRICS_PORT = 9101
@@ -92,7 +96,7 @@ def start_local_ray(
         num_gpus=num_gpus,
         _metrics_export_port=metrics_port,  # Prometheus: http://127.0.0.1:<port>/metrics
         runtime_env={
-            "env_vars": {k: os.environ[k] for k in env},
+            "env_vars": {**{k: os.environ[k] for k in env}, **WORKER_ONLY_ENV},
             "worker_process_setup_hook": loopback.HOOK,
         },
         configure_logging=True,
