@@ -22,11 +22,12 @@ import asyncio
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench.servers import free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,12 +39,6 @@ SETTINGS: dict[str, dict[str, str]] = {
     "grpc+loop": {},  # serve_app.cli.LOCAL_ENV as it is
     "grpc+loop+direct": {},  # plus direct ingress on the measured port
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_apps():
@@ -107,11 +102,11 @@ def measure_one(setting: str, app_name: str, requests: int) -> dict:
         os.environ[key] = value
     if setting == "ray-defaults":
         cli.WORKER_ONLY_ENV = {}  # this process measures one setting and exits
-    direct_port = _free_port() if setting.endswith("direct") else None
-    cli.start_local_ray(num_cpus=2, metrics_port=_free_port(), ingress_port=direct_port)
+    direct_port = free_port() if setting.endswith("direct") else None
+    cli.start_local_ray(num_cpus=2, metrics_port=free_port(), ingress_port=direct_port)
     from ray import serve
 
-    proxy_port = _free_port()
+    proxy_port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
     try:
         serve.run(build_apps()[app_name], name="hops", route_prefix="/")

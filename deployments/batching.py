@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,7 +70,7 @@ class TokenBudgetBatcher:
         # at once, so Serve's batch slot is free again immediately. One drain task computes the waiting
         # items turn by turn, each turn taking everything waiting up to the budget: single-input requests
         # that arrive during a forward pass share the next one (continuous batching).
-        self._waiting: list[tuple[list[BatchItem], list[asyncio.Future]]] = []
+        self._waiting: deque[tuple[list[BatchItem], list[asyncio.Future]]] = deque()
         self._drainer: asyncio.Task | None = None
 
         async def _hand_over(items: list[BatchItem]) -> list[asyncio.Future]:
@@ -107,7 +108,7 @@ class TokenBudgetBatcher:
             added = sum(item.cost for item in items if not item.cancelled)
             if taken and cost + added > self.max_batch_size:
                 break
-            taken.append(self._waiting.pop(0))
+            taken.append(self._waiting.popleft())
             cost += added
         return taken
 

@@ -8,6 +8,7 @@ what it means to `serve run` / `serve deploy` on a cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -73,7 +74,8 @@ def start_local_ray(
 ) -> None:
     """Ray on loopback only, without the dashboard (~1 GB saved); env reaches every worker.
 
-    With `ingress_port`, Serve runs without its proxy and the router answers HTTP itself (direct ingress).
+    With `ingress_port`, the router replica answers HTTP on that port itself (direct ingress); Serve's proxy
+    then needs a port of its own in the Serve config.
     """
     env = dict(LOCAL_ENV)
     if ingress_port is not None:
@@ -110,47 +112,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.address:
         os.environ["RAY_ADDRESS"] = args.address
     else:
-        ingress_port = None
-        if args.ingress != "proxy":
-            import yaml
+        import yaml
 
-            with open(args.config) as f:
-                ingress_port = direct_ingress_port(yaml.safe_load(f) or {})
-            if ingress_port is None and args.ingress == "direct":
-                print("--ingress direct needs one application with one router replica", file=sys.stderr)
-                return 2
-        config_path = args.config
+        with open(args.config) as f:
+            config = yaml.safe_load(f) or {}
+        ingress_port = direct_ingress_port(config) if args.ingress != "proxy" else None
+        if ingress_port is None and args.ingress == "direct":
+            print("--ingress direct needs one application with one router replica", file=sys.stderr)
+            return 2
         if ingress_port is not None:
-            config_path = _config_with_spare_proxy_port(args.config)
+            args.config = _with_spare_proxy_port(config)
             print(f"embedserve: the router answers HTTP on 127.0.0.1:{ingress_port} itself", file=sys.stderr)
         start_local_ray(args.num_cpus, args.num_gpus, args.metrics_port, ingress_port)
-        args.config = config_path
     from ray.serve.scripts import run as serve_run
 
     serve_run.main([args.config], standalone_mode=False)
     return 0
 
 
-def _config_with_spare_proxy_port(path: str) -> str:
-    """A copy of the Serve config whose http_options.port is a free loopback port.
+def _with_spare_proxy_port(config: dict) -> str:
+    """Path of a copy of the Serve config whose http_options.port is a free loopback port (removed at exit).
 
     Under direct ingress Serve still starts its proxy on the head node (a fallback route to every app); it
     must not take the configured port, which belongs to the router replica now.
     """
+    import atexit
+    import copy
     import socket
     import tempfile
 
     import yaml
 
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
+    config = copy.deepcopy(config)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        spare = int(s.getsockname()[1])
-    config.setdefault("http_options", {})["port"] = spare
+        config.setdefault("http_options", {})["port"] = int(s.getsockname()[1])
     with tempfile.NamedTemporaryFile("w", prefix="embedserve-", suffix=".yaml", delete=False) as out:
         yaml.safe_dump(config, out, sort_keys=False)
+    atexit.register(_remove, out.name)
     return out.name
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def main(argv: list[str] | None = None) -> int:

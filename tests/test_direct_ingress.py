@@ -22,7 +22,7 @@ import pytest
 import yaml
 from conftest import _free_port, _wildcard_listeners
 
-from serve_app.cli import _config_with_spare_proxy_port, direct_ingress_port
+from serve_app.cli import _with_spare_proxy_port, direct_ingress_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,13 +43,12 @@ def test_direct_ingress_only_for_one_router_replica():
     assert direct_ingress_port(_config(proxy_location="Disabled")) is None
 
 
-def test_the_proxy_moves_off_the_configured_port(tmp_path):
-    source = tmp_path / "c.yaml"
-    source.write_text(yaml.safe_dump(_config(8123, apps=[{"name": "x", "args": {"models": ["m"]}}])))
-    copy = Path(_config_with_spare_proxy_port(str(source)))
+def test_the_proxy_moves_off_the_configured_port():
+    original = _config(8123, apps=[{"name": "x", "args": {"models": ["m"]}}])
+    copy = Path(_with_spare_proxy_port(original))
     try:
         moved = yaml.safe_load(copy.read_text())
-        original = yaml.safe_load(source.read_text())
+        assert original["http_options"]["port"] == 8123  # the caller's config is left as it was
         assert moved["http_options"]["port"] != 8123
         moved["http_options"]["port"] = 8123
         assert moved == original
