@@ -143,7 +143,7 @@ def _packed_forward(engine, sequences):
 def measure(name: str, args, workdir: Path) -> dict:
     import torch
 
-    from deployments.engines.batching import plan_micro_batches
+    from deployments.engines.micro_batches import plan_micro_batches
     from deployments.engines.runtime import choose_runtime
     from deployments.engines.text_embedding import ENCODER, QWEN3_EMBEDDING, TextEmbeddingEngine
     from deployments.engines.tokenization import Tokens
@@ -189,7 +189,7 @@ def measure(name: str, args, workdir: Path) -> dict:
             with torch.inference_mode():  # same vectors as the padded path?
                 g = groups[0][:8]
                 a = _packed_forward(engine, [items[i].ids for i in g]).float()
-                b = torch.as_tensor(engine.embed([items[i] for i in g]), device=a.device)
+                b = torch.as_tensor(engine.pooled([items[i] for i in g]), device=a.device)
                 out["modes"]["packed"]["cosine_vs_padded_min"] = float(
                     torch.nn.functional.cosine_similarity(a, b, dim=1).min()
                 )

@@ -24,10 +24,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.servers import free_port
+from serve_app.loadgen import LoadGenerator
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,22 +76,12 @@ def build_apps():
 
 
 async def _drive(url: str, requests: int, concurrency: int) -> float:
-    import httpx
-
-    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
-        for _ in range(5):  # warm the connections and the replicas
-            (await client.post(url, content=b"{}")).raise_for_status()
-        sent = 0
-
-        async def worker() -> None:
-            nonlocal sent
-            while sent < requests:
-                sent += 1
-                (await client.post(url, content=b"{}")).raise_for_status()
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return requests / (time.perf_counter() - start)
+    async with LoadGenerator(url, concurrency=concurrency, timeout_s=30) as gen:
+        for bound in (max(5, concurrency), requests):  # warm the connections and the replicas, then measure
+            result = await gen.run([b"{}"], max_requests=bound, duration_s=600)
+            if result.failed:
+                raise RuntimeError(f"{url}: {result.failed} failed requests, first: {result.first_failure()}")
+        return result.sent / result.seconds
 
 
 def measure_one(setting: str, app_name: str, requests: int) -> dict:

@@ -21,7 +21,7 @@ def time_engine_pass(
     start = time.perf_counter()
     while True:
         lo, hi = bounds[calls % len(bounds)]
-        engine.embed(engine.tokenize(texts[lo:hi], truncate=truncate))
+        engine.forward(engine.prepare(texts[lo:hi], truncate=truncate))
         done_inputs += hi - lo
         done_tokens += sum(tokens_per_text[lo:hi])
         calls += 1
@@ -45,7 +45,7 @@ def idle_latency(engine, corpus: Sequence[str], requests: int, time_budget_s: fl
         if time.perf_counter() > deadline and len(latencies) >= 10:
             break
         t0 = time.perf_counter()
-        engine.embed(engine.tokenize([corpus[i % len(corpus)]]))
+        engine.forward(engine.prepare([corpus[i % len(corpus)]]))
         latencies.append(time.perf_counter() - t0)
     return latency_summary(latencies)
 
@@ -73,7 +73,7 @@ def measure_engine(
     engine = TextEmbeddingEngine(model_path, runtime=choose_runtime("cpu"))
     # Warm-up: first calls allocate and pick kernels.
     for _ in range(3):
-        engine.embed(engine.tokenize(list(corpus[:64])))
+        engine.forward(engine.prepare(list(corpus[:64])))
     sweep = {}
     for budget in budgets:
         engine.max_batch_tokens = budget
@@ -120,7 +120,7 @@ def measure_engine_recheck(
 
     set_cpu_threads(torch_threads)
     engine = TextEmbeddingEngine(model_path, runtime=choose_runtime("cpu"), max_batch_tokens=budget)
-    engine.embed(engine.tokenize(list(corpus[:64])))
+    engine.forward(engine.prepare(list(corpus[:64])))
     out = {
         "corpus": time_engine_pass(engine, corpus, chunk, False, corpus_tokens, pass_seconds),
         "mixed": time_engine_pass(engine, mixed, chunk, True, mixed_tokens, pass_seconds),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from deployments.engines.batching import padding_efficiency, plan_micro_batches
+from deployments.engines.micro_batches import padding_efficiency, plan_micro_batches
 
 
 def simulate_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:

@@ -475,7 +475,7 @@ def _engine_vectors(model_path: str, texts: list[str]) -> list[list[float]]:
     from deployments.engines.text_embedding import TextEmbeddingEngine
 
     engine = TextEmbeddingEngine(model_path, runtime=choose_runtime("cpu"))
-    vectors = engine.embed(engine.tokenize(texts)).tolist()
+    vectors = engine.pooled(engine.prepare(texts)).tolist()
     del engine
     gc.collect()
     return vectors

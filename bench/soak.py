@@ -13,11 +13,15 @@ import asyncio
 import json
 import os
 import random
-import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import orjson
+
+from serve_app.loadgen import PreparedRequest, Sample, percentiles_ms, run_load
 
 WORDS = (
     "retrieval augmented generation embeddings rerank passage query document vector batch token budget "
@@ -73,6 +77,7 @@ async def run_soak(
 ) -> dict:
     rng = random.Random(seed)
     pool = _pool(rng, 60, max_words)
+    documents = pool[5:25]
     rerank_model = rerank_model or embed_model
     async with httpx.AsyncClient(base_url=base_url, timeout=120, headers=headers or {}) as client:
         alone = {}
@@ -82,65 +87,67 @@ async def run_soak(
         queries = pool[:5]
         reranked = {}
         for q in queries:
-            r = await client.post("/v1/rerank", json={"model": rerank_model, "query": q, "documents": pool[5:25]})
+            r = await client.post("/v1/rerank", json={"model": rerank_model, "query": q, "documents": documents})
             reranked[q] = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
 
-        memory_before = service_memory_mb()
-        plan = []
-        for _ in range(requests):
-            if rng.random() < 0.8:
-                plan.append(("embed", rng.sample(pool, rng.randint(1, 8))))
-            else:
-                plan.append(("rerank", rng.choice(queries)))
-        limit = asyncio.Semaphore(concurrency)
-        latencies: list[float] = []
-        # not_sent: left unsent when the time limit ran out (the soak stops by itself)
-        outcome = {"ok": 0, "mismatched": 0, "errors": 0, "not_sent": 0, "status": {}}
-        deadline = time.monotonic() + time_limit_s
+    plan: list[tuple[str, Any]] = []
+    for _ in range(requests):
+        if rng.random() < 0.8:
+            plan.append(("embed", rng.sample(pool, rng.randint(1, 8))))
+        else:
+            plan.append(("rerank", rng.choice(queries)))
+    prepared = [
+        PreparedRequest(orjson.dumps({"model": embed_model, "input": arg}), path="/v1/embeddings")
+        if kind == "embed"
+        else PreparedRequest(
+            orjson.dumps({"model": rerank_model, "query": arg, "documents": documents}), path="/v1/rerank"
+        )
+        for kind, arg in plan
+    ]
 
-        async def one(kind, arg):
-            async with limit:
-                if time.monotonic() > deadline:
-                    outcome["not_sent"] += 1
-                    return
-                start = time.perf_counter()
-                if kind == "embed":
-                    r = await client.post("/v1/embeddings", json={"model": embed_model, "input": arg})
-                else:
-                    r = await client.post(
-                        "/v1/rerank", json={"model": rerank_model, "query": arg, "documents": pool[5:25]}
-                    )
-                latencies.append(time.perf_counter() - start)
-                outcome["status"][r.status_code] = outcome["status"].get(r.status_code, 0) + 1
-                if r.status_code != 200:
-                    outcome["errors"] += 1
-                    return
-                body = r.json()
-                if kind == "embed":
-                    good = len(body["data"]) == len(arg) and all(
-                        np.allclose(d["embedding"], alone[t], atol=1e-4) for t, d in zip(arg, body["data"], strict=True)
-                    )
-                else:
-                    got = {x["index"]: x["relevance_score"] for x in body["results"]}
-                    good = got.keys() == reranked[arg].keys() and all(
-                        abs(got[i] - reranked[arg][i]) < 1e-4 for i in got
-                    )
-                outcome["ok" if good else "mismatched"] += 1
+    def check(sample: Sample, content: bytes) -> str:
+        """Each answer against the same inputs sent alone: "ok" or "mismatched" (error answers: "error")."""
+        if sample.status != 200:
+            return "error"
+        kind, arg = plan[sample.item]
+        body = orjson.loads(content)
+        if kind == "embed":
+            good = len(body["data"]) == len(arg) and all(
+                np.allclose(d["embedding"], alone[t], atol=1e-4) for t, d in zip(arg, body["data"], strict=True)
+            )
+        else:
+            got = {x["index"]: x["relevance_score"] for x in body["results"]}
+            good = got.keys() == reranked[arg].keys() and all(abs(got[i] - reranked[arg][i]) < 1e-4 for i in got)
+        return "ok" if good else "mismatched"
 
-        started = time.monotonic()
-        await asyncio.gather(*(one(k, a) for k, a in plan))
-        elapsed = time.monotonic() - started
+    memory_before = service_memory_mb()
+    # the load stops by itself at the time limit; what it left unsent is reported as not_sent
+    result = await run_load(
+        base_url,
+        prepared,
+        concurrency=concurrency,
+        max_requests=requests,
+        duration_s=time_limit_s,
+        inspect=check,
+        headers=headers,
+        timeout_s=120,
+    )
     memory_after = service_memory_mb()
-    lat = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
+    verdicts = Counter(s.detail for s in result.samples)
+    answered = [s for s in result.samples if s.status is not None]
+    p50, p99 = percentiles_ms([s.latency for s in answered] or [0.0], (50, 99))
     return {
         "requests": requests,
         "concurrency": concurrency,
-        **{k: v for k, v in outcome.items() if k != "status"},
-        "status_counts": {str(k): v for k, v in outcome["status"].items()},
-        "seconds": round(elapsed, 1),
-        "requests_per_s": round(requests / elapsed, 1),
-        "p50_ms": round(float(np.percentile(lat, 50)), 1),
-        "p99_ms": round(float(np.percentile(lat, 99)), 1),
+        "ok": verdicts["ok"],
+        "mismatched": verdicts["mismatched"],
+        "errors": result.sent - verdicts["ok"] - verdicts["mismatched"],
+        "not_sent": requests - result.sent,
+        "status_counts": {str(k): v for k, v in result.status_counts().items() if k is not None},
+        "seconds": round(result.seconds, 1),
+        "requests_per_s": round(requests / result.seconds, 1),
+        "p50_ms": round(p50, 1),
+        "p99_ms": round(p99, 1),
         "memory_before_mb": round(memory_before),
         "memory_after_mb": round(memory_after),
         "memory_growth_mb": round(memory_after - memory_before),

@@ -1,70 +1,29 @@
-"""Ray Serve deployment for text embedding models: a thin shell around TextEmbeddingEngine.
+"""The embedding deployment: one Ray Serve shell for every embedding family, text or multimodal.
 
-Path of a call: tokenize (prep thread) -> refuse over-long inputs -> one batch item per input ->
-token-budget batch -> forward + pool (model thread) -> cut / normalize -> EmbedReply.
+Path of a call: decode media (prep thread; only for multimodal items) -> engine.prepare (tokenize and build the
+prompt; short texts on the loop) -> refuse over-long inputs -> one batch item per input -> token-budget batch
+shared with other requests -> engine.forward (model thread) -> matryoshka cut + normalize -> EmbedReply.
 """
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 from ray import serve
 
-from deployments.common import BatchedModel, engine_runtime
-from serve_app.config import ModelSpec
-from serve_app.errors import ServiceError, bad_request
-from serve_app.protocol import EmbedCall, EmbedReply
-
-log = logging.getLogger("ray.serve")
+from deployments.calls import EmbedCall, EmbedReply
+from deployments.engines.postprocess import finalize_rows
+from deployments.engines.protocol import InputError
+from deployments.errors import InvalidRequest
+from deployments.media_inputs import decode_items
+from deployments.shell import BatchedModel
 
 # Requests up to this many characters are tokenized on the event loop: for a sentence or two the hop to a
 # prep thread costs more than the tokenizer; longer ones go to the thread so the loop keeps accepting.
 INLINE_TOKENIZE_CHARS = 2048
 
 
-def build_text_engine(spec: ModelSpec):
-    from deployments.engines.text_embedding import ENCODER, QWEN3_EMBEDDING, TextEmbeddingEngine, TextEmbeddingRecipe
-
-    if spec.family == "encoder" and set(spec.outputs) - {"dense"}:
-        from deployments.engines.bge_m3 import BGEM3Engine
-
-        return BGEM3Engine(
-            spec.source,
-            sparse="sparse" in spec.outputs,
-            colbert="colbert" in spec.outputs,
-            runtime=engine_runtime(spec),
-            max_tokens=spec.max_tokens,
-            max_batch_tokens=spec.batching.max_batch_tokens,
-            trust_remote_code=spec.trust_remote_code,
-        )
-    if spec.family == "qwen3-embedding":
-        recipe = QWEN3_EMBEDDING
-    elif spec.family == "encoder":
-        recipe = TextEmbeddingRecipe(pooling=spec.pooling) if spec.pooling else ENCODER
-    else:
-        raise ValueError(f"family {spec.family} is not a text embedding family")
-    return TextEmbeddingEngine(
-        spec.source,
-        recipe,
-        runtime=engine_runtime(spec),
-        max_tokens=spec.max_tokens,
-        max_batch_tokens=spec.batching.max_batch_tokens,
-        trust_remote_code=spec.trust_remote_code,
-    )
-
-
-def finalize_rows(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
-    """Matryoshka cut, then L2-normalize each row (vectorized)."""
-    out = np.ascontiguousarray(vectors[:, :dimensions] if dimensions else vectors, dtype=np.float32)
-    if normalize:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-    return out
-
-
-def too_long_error(index: int, tokens: int, limit: int, param: str = "input") -> ServiceError:
-    return bad_request(
+def too_long_error(index: int, tokens: int, limit: int, param: str = "input") -> InvalidRequest:
+    return InvalidRequest(
         f"{param}[{index}] has {tokens} tokens, more than the model's limit of {limit}. "
         "Shorten it or set truncate=true to cut it.",
         param=f"{param}[{index}]",
@@ -72,48 +31,51 @@ def too_long_error(index: int, tokens: int, limit: int, param: str = "input") ->
     )
 
 
+def input_error(exc: InputError, param: str) -> InvalidRequest:
+    """An engine's refusal of one input, as the client's error naming that input."""
+    where = param if exc.index is None else f"{param}[{exc.index}]"
+    code = "context_length_exceeded" if exc.too_long else "invalid_input"
+    return InvalidRequest(f"{where}: {exc}", param=where, code=code)
+
+
 @serve.deployment
-class TextEmbeddingDeployment(BatchedModel):
-    def __init__(self, spec: dict) -> None:
-        super().__init__(spec)
-        self.multi_output = hasattr(self.engine, "encode")  # BGE-M3 heads loaded
-
-    def build_engine(self, spec: ModelSpec):
-        return build_text_engine(spec)
-
-    def _forward(self, items: list) -> list:
-        if self.multi_output:  # BGE-M3: every loaded head from the one forward; requests pick theirs
-            outs = set(self.spec.outputs)
-            return self.engine.encode(
-                items, dense=True, sparse="sparse" in outs, colbert="colbert" in outs, normalize_dense=False
-            )
-        return list(self.engine.embed(items))
-
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        return [t.ids for t in self.engine.tokenize(texts)]
-
+class EmbeddingDeployment(BatchedModel):
     async def embed(self, call: EmbedCall) -> EmbedReply:
         if call.late_chunking:
             return await self._late_chunk(call)
-        args = (call.texts, call.truncate, call.truncation_direction)
-        if sum(len(t) for t in call.texts) <= INLINE_TOKENIZE_CHARS:
-            tokens = self.engine.tokenize(*args)
+        if call.items is not None or sum(len(t) for t in call.texts) > INLINE_TOKENIZE_CHARS:
+            prepared = await self.executors.run_prep(self._prepare, call)
         else:
-            tokens = await self.executors.run_prep(self.engine.tokenize, *args)
-        for i, t in enumerate(tokens):
-            if len(t) > self.engine.max_tokens:
-                raise too_long_error(i, t.full_length, self.engine.max_tokens)
-        rows = await self.batcher.submit_all(tokens, [len(t) for t in tokens])
-        reply = EmbedReply(vectors=np.empty((len(rows), 0), np.float32), token_counts=[len(t) for t in tokens])
-        reply.model = self.spec.name
-        if self.multi_output:
-            if "sparse" in call.outputs:
-                reply.sparse = [self._sparse(r.sparse, call.sparse_tokens) for r in rows]
-            if "colbert" in call.outputs:
-                reply.colbert = [r.colbert for r in rows]
-            rows = [r.dense for r in rows]
+            prepared = self._prepare(call)
+        rows = await self.batcher.submit_all(prepared, [p.cost for p in prepared])
+        return self._reply(call, prepared, rows)
+
+    def _prepare(self, call: EmbedCall) -> list:
+        inputs = call.texts
+        if call.items is not None:
+            inputs = decode_items(call.items, call.instruction, self.engine, param="input")
+        try:
+            prepared = self.engine.prepare(inputs, call.truncate, call.truncation_direction)
+        except InputError as exc:
+            raise input_error(exc, "input") from None
+        limit = self.capabilities.max_tokens
+        for i, p in enumerate(prepared):
+            if len(p) > limit:
+                raise too_long_error(i, p.full_length, limit)
+        return prepared
+
+    def _reply(self, call: EmbedCall, prepared: list, rows: list) -> EmbedReply:
+        reply = EmbedReply(
+            vectors=np.empty((len(rows), 0), np.float32),
+            token_counts=[len(p) for p in prepared],
+            model=self.spec.name,
+        )
         if "dense" in call.outputs:
-            reply.vectors = finalize_rows(np.stack(rows), call.dimensions, call.normalize)
+            reply.vectors = finalize_rows(np.stack([r.dense for r in rows]), call.dimensions, call.normalize)
+        if "sparse" in call.outputs:
+            reply.sparse = [self._sparse(r.sparse, call.sparse_tokens) for r in rows]
+        if "colbert" in call.outputs:
+            reply.colbert = [r.colbert for r in rows]
         return reply
 
     def _sparse(self, vec, with_tokens: bool) -> dict:
@@ -123,9 +85,9 @@ class TextEmbeddingDeployment(BatchedModel):
         return out
 
     async def _late_chunk(self, call: EmbedCall) -> EmbedReply:
-        from deployments.engines.late_chunking import late_chunk
-
-        vectors, counts = await self.executors.run_model(late_chunk, self.engine, call.texts, self.engine.max_tokens)
+        if not self.capabilities.late_chunking:
+            raise InvalidRequest(self.spec.late_chunking_refusal() or "late_chunking is not supported.")
+        vectors, counts = await self.executors.run_model(self.engine.late_chunk, call.texts)
         return EmbedReply(
             vectors=finalize_rows(vectors, call.dimensions, call.normalize), token_counts=counts, model=self.spec.name
         )

@@ -19,21 +19,19 @@ openrouter.ai, `OPENROUTER_API_KEY`; none set: no `Authorization` header.
 Path of a call: split the inputs into chunks of at most `batching.max_batch_size` -> one POST per chunk
 (at most `concurrency` in flight per replica), base64 float32 asked for and decoded with numpy -> retries
 with exponential backoff on 429 / 5xx / connection errors (bounded, honouring `Retry-After`) -> remote errors
-mapped to ServiceError -> cut + re-normalize when the remote ignored `dimensions` -> EmbedReply.
+mapped to domain errors (deployments/errors.py) -> cut + re-normalize when the remote ignored `dimensions`
+-> EmbedReply.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
-import email.utils
 import logging
 import math
 import os
 import random
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,10 +42,20 @@ import numpy as np
 import orjson
 from ray import serve
 
-from deployments.embedding import finalize_rows
-from serve_app.config import BatchingConfig, ModelSpec
-from serve_app.errors import ServiceError, bad_request
-from serve_app.protocol import EmbedCall, EmbedReply
+from deployments.calls import EmbedCall, EmbedReply
+from deployments.engines.postprocess import finalize_rows
+from deployments.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    Unavailable,
+    UpstreamFailed,
+)
+from deployments.http_helpers import backoff_seconds, decode_rows, retry_after_seconds
+from deployments.shell import replica_facts
+from deployments.spec import BatchingConfig, ModelSpec
 
 log = logging.getLogger("ray.serve")
 
@@ -158,24 +166,6 @@ def resolve_api_key(model_name: str, target: RemoteTarget, environ: Mapping[str,
     return None
 
 
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) in seconds; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 def remote_message(resp: httpx.Response) -> tuple[str, str | None]:
     """(message, param) from an error answer: OpenAI/embedserve `{"error": {...}}`, `{"error": "..."}`,
     `{"message"}`, `{"detail"}`, or the text."""
@@ -212,33 +202,6 @@ def split_tokens(total: int, texts: list[str]) -> list[int]:
     if rest > 0:
         counts[np.argsort(-(shares - counts), kind="stable")[:rest]] += 1
     return counts.tolist()
-
-
-def decode_rows(data: Any, expected: int) -> np.ndarray:
-    """The `data` list of an embeddings answer -> float32 [n, dims], in input order (base64 or float lists)."""
-    if not isinstance(data, list) or len(data) != expected:
-        got = len(data) if isinstance(data, list) else type(data).__name__
-        raise ValueError(f"expected {expected} embeddings, got {got}")
-    if all(isinstance(d, dict) and isinstance(d.get("index"), int) for d in data):
-        data = sorted(data, key=lambda d: d["index"])
-        if [d["index"] for d in data] != list(range(expected)):
-            raise ValueError("the embeddings' indices are not 0..n-1")
-    rows = []
-    for d in data:
-        emb = d.get("embedding") if isinstance(d, dict) else None
-        if isinstance(emb, str):
-            raw = base64.b64decode(emb, validate=True)
-            if len(raw) % 4:
-                raise ValueError("a base64 embedding is not a whole number of float32 values")
-            rows.append(np.frombuffer(raw, dtype="<f4"))
-        elif isinstance(emb, list):
-            rows.append(np.asarray(emb, dtype=np.float32))
-        else:
-            raise ValueError("an item has no embedding")
-    widths = {len(r) for r in rows}
-    if len(widths) != 1 or 0 in widths:
-        raise ValueError(f"the embeddings have different or zero lengths: {sorted(widths)}")
-    return np.stack(rows).astype(np.float32, copy=False)
 
 
 @dataclass
@@ -299,12 +262,12 @@ class RemoteEmbedder:
     # ---- one call --------------------------------------------------------------------------------------
     async def embed(self, call: EmbedCall) -> EmbedReply:
         if getattr(call, "items", None):
-            raise bad_request(f"Model {self.name} is a remote text model: it takes text inputs only.", param="input")
+            raise InvalidRequest(f"Model {self.name} is a remote text model: it takes text inputs only.", param="input")
         if set(getattr(call, "outputs", None) or ("dense",)) - {"dense"}:
-            raise bad_request(f"Model {self.name} is a remote model: it gives dense vectors only.", param="output")
+            raise InvalidRequest(f"Model {self.name} is a remote model: it gives dense vectors only.", param="output")
         texts = list(call.texts)
         if not texts:
-            raise bad_request("`input` must not be empty.", param="input", code="empty_input")
+            raise InvalidRequest("`input` must not be empty.", param="input", code="empty_input")
         # Late chunking needs every chunk of the document in one call.
         size = len(texts) if call.late_chunking else self.chunk_size
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
@@ -313,11 +276,9 @@ class RemoteEmbedder:
         counts = [c for r in results for c in r[1]]
         width = vectors.shape[1]
         if call.dimensions is not None and width < call.dimensions:
-            raise ServiceError(
+            raise UpstreamFailed(
                 f"The remote model {self.target.model} returned {width}-dimensional vectors, fewer than "
                 f"dimensions={call.dimensions}.",
-                status=502,
-                type="upstream_error",
                 param="dimensions",
                 code="remote_bad_response",
             )
@@ -394,7 +355,7 @@ class RemoteEmbedder:
                     retry_after = retry_after_seconds(resp.headers.get("retry-after"))
             attempt += 1
             self.stats.last_error = reason
-            backoff = min(t.max_backoff_s, t.backoff_s * 2 ** (attempt - 1))
+            backoff = backoff_seconds(attempt - 1, t.backoff_s, t.max_backoff_s)
             if attempt > t.retries or (retry_after is not None and retry_after > t.max_retry_after_s):
                 wait = retry_after if retry_after is not None else backoff
                 raise self._fail(self._unavailable(attempt, reason, wait))
@@ -416,62 +377,48 @@ class RemoteEmbedder:
         status = resp.status_code
         msg, param = remote_message(resp)
         if status in (400, 422):
-            return ServiceError(
+            return InvalidRequest(
                 f"{self._where()} refused the request: {msg}",
-                status=400,
                 param=param,
                 code="remote_invalid_request",
             )
         if status == 404:
-            return ServiceError(
+            return NotFound(
                 f"{self._where()} answered 404 (unknown remote model or wrong base URL): {msg}",
-                status=404,
-                type="not_found_error",
                 param="model",
                 code="remote_not_found",
             )
         if status == 413:
-            return ServiceError(
+            return TooLarge(
                 f"{self._where()} refused the request as too large: {msg}",
-                status=413,
                 code="remote_payload_too_large",
             )
         if status in (401, 403):
             key_env = self.target.key_env or " or ".join(default_key_envs(self.name, self.target))
-            return ServiceError(
+            return UpstreamFailed(
                 f"{self._where()}: the remote rejected our credentials (HTTP {status}); check the API key in "
                 f"the replica's environment variable {key_env}.",
-                status=502,
-                type="upstream_error",
                 code="remote_auth_failed",
             )
-        return ServiceError(
-            f"{self._where()} answered HTTP {status}: {msg}", status=502, type="upstream_error", code="remote_error"
-        )
+        return UpstreamFailed(f"{self._where()} answered HTTP {status}: {msg}", code="remote_error")
 
     def _timeout(self) -> ServiceError:
-        return ServiceError(
+        return DeadlineExceeded(
             f"{self._where()} did not answer within {self.target.read_timeout_s:g} s.",
-            status=504,
-            type="timeout_error",
             code="remote_timeout",
         )
 
     def _unavailable(self, attempts: int, reason: str, wait_s: float) -> ServiceError:
-        return ServiceError(
+        return Unavailable(
             f"{self._where()} is unavailable after {attempts} attempt{'s' if attempts > 1 else ''} "
             f"(last: {reason[:300]}); retry shortly.",
-            status=503,
-            type="server_overloaded",
             code="remote_unavailable",
-            headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            retry_after_s=max(1, math.ceil(wait_s)),
         )
 
     def _bad_response(self, why: str) -> ServiceError:
-        return ServiceError(
+        return UpstreamFailed(
             f"{self._where()} returned an invalid embeddings response: {why}.",
-            status=502,
-            type="upstream_error",
             code="remote_bad_response",
         )
 
@@ -522,18 +469,7 @@ class RemoteEmbeddingDeployment:
     async def embed(self, call: EmbedCall) -> EmbedReply:
         return await self.remote.embed(call)
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
-        raise ServiceError(
-            f"Model {self.spec.name} runs behind a remote API: there is no local tokenizer to count its tokens "
-            "(its usage comes from the remote's answers).",
-            status=400,
-            param="model",
-            code="unsupported_for_remote",
-        )
-
     def describe(self) -> dict:
-        from deployments.common import replica_facts
-
         s = self.remote.stats
         return replica_facts(
             self.spec,

@@ -1,4 +1,4 @@
-"""The model catalog (configs/models.yaml) and the resolution of `args.models` against it."""
+"""The model catalog (shipped as package data, serve_app/models.yaml) and the resolution of `args.models`."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import yaml
 
 from deployments.engines.facts import read_facts
 from deployments.engines.source import resolve_source
-from serve_app.config import ModelEntry, ModelSpec
+from deployments.spec import ModelSpec
+from serve_app.config import ModelEntry
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CATALOG = REPO_ROOT / "configs" / "models.yaml"
+DEFAULT_CATALOG = Path(__file__).resolve().parent / "models.yaml"
 
 
 def load_catalog(path: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
@@ -53,8 +53,7 @@ def resolve_models(entries: list[ModelEntry], catalog: dict[str, dict[str, Any]]
                 f"model {entry.name!r} is not in the catalog; declare it with `family` and `source` "
                 f"(catalog models: {', '.join(sorted(catalog))})"
             )
-        spec = ModelSpec.model_validate(_merge(base or {}, raw))
-        specs.append(_fill_from_files(spec))
+        specs.append(ModelSpec.model_validate(_with_file_facts(_merge(base or {}, raw))))
     names = [s.name for s in specs]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
@@ -65,20 +64,20 @@ def resolve_models(entries: list[ModelEntry], catalog: dict[str, dict[str, Any]]
     return specs
 
 
-def _fill_from_files(spec: ModelSpec) -> ModelSpec:
-    if spec.family == "openai-compatible":
-        return spec
-    if spec.max_tokens and spec.dimensions and (spec.pooling or spec.family != "encoder"):
-        return spec
+def _with_file_facts(raw: dict[str, Any]) -> dict[str, Any]:
+    """Facts the declaration leaves out (max tokens, hidden size, pooling), read from a local model directory
+    before validation, so the family defaults that depend on them (matryoshka range, late chunking) apply."""
+    spec = ModelSpec.model_validate(raw)
+    if not spec.recipe.reads_model_files:
+        return raw
+    wanted = {"max_tokens": spec.max_tokens, "dimensions": spec.dimensions}
+    if spec.recipe.pooling is None:
+        wanted["pooling"] = raw.get("pooling")
+    if all(v is not None for v in wanted.values()):
+        return raw
     path = resolve_source(spec.source)
     if not os.path.isdir(path):
-        return spec  # a hub id: the deployment learns the rest when it loads the model
+        return raw  # a hub id: the deployment learns the rest when it loads the model
     facts = read_facts(path)
-    updates: dict[str, Any] = {}
-    if spec.max_tokens is None and facts.max_tokens:
-        updates["max_tokens"] = facts.max_tokens
-    if spec.dimensions is None and facts.hidden_size:
-        updates["dimensions"] = facts.hidden_size
-    if spec.pooling is None and spec.family == "encoder" and facts.pooling:
-        updates["pooling"] = facts.pooling
-    return spec.model_copy(update=updates) if updates else spec
+    found = {"max_tokens": facts.max_tokens, "dimensions": facts.hidden_size, "pooling": facts.pooling}
+    return {**raw, **{k: found[k] for k, v in wanted.items() if v is None and found[k] is not None}}

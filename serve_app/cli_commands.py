@@ -9,7 +9,6 @@ default $EMBEDSERVE_API_KEY). Plain text output, no extra dependency.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import random
@@ -22,7 +21,18 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 
-from serve_app.client import DEFAULT_URL, AsyncEmbedServeClient, EmbedServeClient, EmbedServeError
+from serve_app.client import (
+    DEFAULT_URL,
+    Answer,
+    EmbedServeClient,
+    EmbedServeConnectionError,
+    EmbedServeError,
+    auth_headers,
+    error_from_response,
+    resolve_base_url,
+)
+from serve_app.client.core import embed_payload, rerank_payload
+from serve_app.loadgen import LoadGenerator, LoadResult, PreparedRequest, Sample, percentiles_ms, run_blocking
 
 BENCH_MAX_REQUESTS = 100_000
 BENCH_MAX_DURATION_S = 600.0
@@ -208,11 +218,70 @@ _WORDS = (
 ).split()
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+def _bench_bodies(
+    model: str, kind: str, *, requests: int, batch: int, words: int, seed: int = 0
+) -> list[PreparedRequest]:
+    """Distinct random request bodies, prepared before the clock starts: at most 32 of them (and about
+    64 MB), cycled by the load generator."""
+    rng = random.Random(seed)
+
+    def texts(n: int) -> list[str]:
+        return [" ".join(rng.choice(_WORDS) for _ in range(words)) for _ in range(n)]
+
+    bodies: list[PreparedRequest] = []
+    size = 0
+    while len(bodies) < min(requests, 32) and (not bodies or size < 64 << 20):
+        if kind == "rerank":
+            payload = rerank_payload(model, texts(1)[0], texts(batch), None, {})
+            bodies.append(PreparedRequest(orjson.dumps(payload), path="/v1/rerank"))
+        else:
+            bodies.append(PreparedRequest(orjson.dumps(embed_payload(model, texts(batch), {})), path="/v1/embeddings"))
+        size += len(bodies[-1].body)
+    return bodies
 
 
-async def _bench(
+def _bench_answer(kind: str) -> Callable[[Sample, bytes], int | EmbedServeError]:
+    """Reads an answer: its token count (usage), or the error it carries."""
+    used = "total_tokens" if kind == "rerank" else "prompt_tokens"
+
+    def inspect(sample: Sample, content: bytes) -> int | EmbedServeError:
+        try:
+            if sample.status == 200:
+                return int((orjson.loads(content).get("usage") or {}).get(used, 0))
+            err = error_from_response(Answer(sample.status or 0, content))
+        except (ValueError, AttributeError) as exc:
+            err = EmbedServeError(f"unreadable answer: {exc}", status=200, type="invalid_response")
+        sample.error = str(err)  # counted as failed
+        return err
+
+    return inspect
+
+
+def _bench_error(sample: Sample) -> EmbedServeError:
+    if isinstance(sample.detail, EmbedServeError):
+        return sample.detail
+    return EmbedServeConnectionError(sample.error or "no answer")
+
+
+async def _bench_load(
+    url: str,
+    bodies: list[PreparedRequest],
+    inspect: Callable[[Sample, bytes], Any],
+    *,
+    requests: int,
+    duration_s: float,
+    concurrency: int,
+    headers: dict[str, str],
+    timeout: float,
+) -> LoadResult:
+    async with LoadGenerator(url, concurrency=concurrency, headers=headers, timeout_s=timeout) as generator:
+        warm = await generator.run(bodies[:1], max_requests=1, duration_s=timeout, inspect=inspect)  # not counted
+        if warm.failed:
+            raise _bench_error(warm.samples[0])
+        return await generator.run(bodies, max_requests=requests, duration_s=duration_s, inspect=inspect)
+
+
+def _bench(
     url: str,
     model: str,
     *,
@@ -223,51 +292,36 @@ async def _bench(
     words: int,
     api_key: str | None,
     timeout: float,
-    seed: int = 0,
 ) -> dict[str, Any]:
-    rng = random.Random(seed)
-
-    def texts(n: int) -> list[str]:
-        return [" ".join(rng.choice(_WORDS) for _ in range(words)) for _ in range(n)]
-
-    async with AsyncEmbedServeClient(
-        url, api_key=api_key, timeout=timeout, max_retries=0, max_concurrency=concurrency, chunk_size=batch
-    ) as client:
-        cards = {m["id"]: m for m in await client.models()}
-        if model not in cards:
-            raise EmbedServeError(f"model {model!r} is not served at {url}", status=404, code="model_not_found")
-        kind = cards[model].get("kind", "embedding")
-
-        async def one() -> int:
-            if kind == "rerank":
-                ranking = await client.rerank(model, texts(1)[0], texts(batch), return_documents=False)
-                return ranking.usage.total_tokens
-            return (await client.embed(model, texts(batch))).usage.prompt_tokens
-
-        await one()  # warm-up, not counted
-        latencies: list[float] = []
-        errors: dict[str, int] = {}
-        tokens = [0]
-        issued = [0]
-        start = time.perf_counter()
-        deadline = start + duration_s
-
-        async def worker() -> None:
-            while issued[0] < requests and time.perf_counter() < deadline:
-                issued[0] += 1
-                t0 = time.perf_counter()
-                try:
-                    tokens[0] += await one()
-                    latencies.append(time.perf_counter() - t0)
-                except EmbedServeError as err:
-                    key = f"{err.status} {err.code or err.type}"
-                    errors[key] = errors.get(key, 0) + 1
-
-        await asyncio.wait_for(
-            asyncio.gather(*(worker() for _ in range(concurrency))), timeout=duration_s + timeout + 5
+    with EmbedServeClient(url, api_key=api_key, timeout=timeout, max_retries=0) as client:
+        cards = {m["id"]: m for m in client.models()}
+    if model not in cards:
+        raise EmbedServeError(f"model {model!r} is not served at {url}", status=404, code="model_not_found")
+    kind = cards[model].get("kind", "embedding")
+    bodies = _bench_bodies(model, kind, requests=requests, batch=batch, words=words)
+    result = run_blocking(
+        _bench_load(
+            resolve_base_url(url),
+            bodies,
+            _bench_answer(kind),
+            requests=requests,
+            duration_s=duration_s,
+            concurrency=concurrency,
+            headers=auth_headers(api_key),
+            timeout=timeout,
         )
-        elapsed = time.perf_counter() - start
-    done = len(latencies)
+    )
+    errors: dict[str, int] = {}
+    for sample in result.samples:
+        if not sample.ok:
+            err = _bench_error(sample)
+            key = f"{err.status} {err.code or err.type}"
+            errors[key] = errors.get(key, 0) + 1
+    done = result.ok
+    tokens = sum(s.detail for s in result.samples if s.ok)
+    elapsed = result.seconds
+    latencies = result.latencies(ok_only=True)
+    quantiles = {"p50": 50, "p90": 90, "p99": 99, "max": 100}
     return {
         "url": url,
         "model": model,
@@ -280,10 +334,10 @@ async def _bench(
         "elapsed_s": round(elapsed, 3),
         "requests_per_s": round(done / elapsed, 2) if elapsed > 0 else 0.0,
         "items_per_s": round(done * batch / elapsed, 2) if elapsed > 0 else 0.0,
-        "tokens_per_s": round(tokens[0] / elapsed, 1) if elapsed > 0 else 0.0,
+        "tokens_per_s": round(tokens / elapsed, 1) if elapsed > 0 else 0.0,
         "latency_ms": {
-            name: round(_percentile(latencies, q) * 1000, 2) if latencies else None
-            for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+            name: round(ms, 2) if latencies else None
+            for name, ms in zip(quantiles, percentiles_ms(latencies, quantiles.values()), strict=True)
         },
     }
 
@@ -313,18 +367,16 @@ def run_bench(
     if not 1 <= words <= 10_000:
         raise ValueError("words must be 1..10000")
     url = url or os.environ.get("EMBEDSERVE_URL") or DEFAULT_URL
-    return asyncio.run(
-        _bench(
-            url,
-            model,
-            requests=requests,
-            duration_s=duration_s,
-            concurrency=concurrency,
-            batch=batch,
-            words=words,
-            api_key=api_key,
-            timeout=timeout,
-        )
+    return _bench(
+        url,
+        model,
+        requests=requests,
+        duration_s=duration_s,
+        concurrency=concurrency,
+        batch=batch,
+        words=words,
+        api_key=api_key,
+        timeout=timeout,
     )
 
 

@@ -1,45 +1,28 @@
 """What each model may be asked, and the exact text it is sent: tasks, instructions, late chunking,
 truncation, dimensions and request limits. Pure functions of (model spec, request): no Ray, no torch.
+
+Every family-specific answer comes from the spec and its family's registry entry (deployments/families.py):
+which tasks, how an instruction reaches the model, which modalities and outputs, and the refusal texts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serve_app.config import Limits, ModelSpec
-from serve_app.errors import ServiceError, bad_request, too_large
-from serve_app.protocol import EmbedCall, RerankCall
+from deployments.calls import EmbedCall, RerankCall
+from deployments.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidRequest,
+    ServiceError,
+    TooLarge,
+    Unavailable,
+    UpstreamFailed,
+)
+from deployments.families import TASK_INSTRUCTIONS
+from deployments.spec import ModelSpec
+from serve_app.config import Limits
 from serve_app.schemas import ContentItem, EmbeddingRequest
-
-# The user guide seed's task table, word for word. `*.passage` tasks add no instruction.
-TASK_INSTRUCTIONS: dict[str, str | None] = {
-    "retrieval.query": "Given a search query, retrieve relevant documents or passages that directly answer or "
-    "address the query",
-    "retrieval.passage": None,
-    "text-matching": "Represent this text for finding semantically similar texts",
-    "classification": "Represent this text for classification",
-    "separation": "Represent this text for clustering",
-    "clustering": "Represent this text for clustering",
-    "code.query": "Given a natural language description, retrieve relevant code snippets or implementations",
-    "code.passage": None,
-    "scientific.query": "Given a scientific question, retrieve relevant research papers or scientific information",
-    "qa.query": "Given a question, retrieve passages that contain the answer to the question",
-    "bitext": "Represent this text for finding its translation in another language",
-    "summarization.query": "Given a summary, retrieve the original document that matches this summary",
-}
-
-# Families whose instruction-aware models take Qwen3's `Instruct: ...\nQuery:...` text template (a remote
-# model declared instruction_aware is taken to be a Qwen3-Embedding served elsewhere).
-QWEN3_INSTRUCTION_FAMILIES = {"qwen3-embedding", "openai-compatible"}
-
-BGE_M3_LATE_CHUNKING = (
-    "Model {model} does not support late_chunking. BGE-M3's architecture causes embedding space collapse when "
-    "late chunking is applied. Use jina-embeddings-v4 or voyage-context-3 for contextual embeddings."
-)
-QWEN3_LATE_CHUNKING = (
-    "late_chunking is not supported for {model}. Qwen3 models use last-token pooling, which is incompatible "
-    "with late chunking. Use jina-embeddings-v3 or jina-embeddings-v4 for late chunking support."
-)
 
 
 @dataclass(slots=True)
@@ -48,9 +31,21 @@ class EmbeddingPlan:
     output_type: str  # float | base64 | binary | ubinary | int8
 
 
-def qwen3_query(instruction: str, text: str) -> str:
-    """Qwen3-Embedding's official query template (no space after `Query:`, unlike the seed's example)."""
-    return f"Instruct: {instruction}\nQuery:{text}"
+def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> InvalidRequest:
+    return InvalidRequest(message, param=param, code=code)
+
+
+def too_large(message: str, param: str | None = None) -> TooLarge:
+    return TooLarge(message, param=param)
+
+
+def with_instruction(spec: ModelSpec, instruction: str | None, text: str) -> str:
+    """The input text as the model must see it: rewritten by the family's query template when the family
+    carries instructions in the text (Qwen3-Embedding), unchanged otherwise."""
+    template = spec.recipe.query_template
+    if instruction and template and spec.recipe.instruction_style == "text-template":
+        return template.format(instruction=instruction, text=text)
+    return text
 
 
 def resolve_instruction(spec: ModelSpec, task: str | None, prompt_name: str | None) -> str | None:
@@ -81,19 +76,6 @@ def resolve_instruction(spec: ModelSpec, task: str | None, prompt_name: str | No
     if prompt_name in TASK_INSTRUCTIONS:
         return TASK_INSTRUCTIONS[prompt_name]
     return prompt_name
-
-
-def late_chunking_refusal(spec: ModelSpec) -> str | None:
-    if spec.late_chunking:
-        return None
-    if spec.family in ("qwen3-embedding", "qwen3-vl-embedding"):
-        return QWEN3_LATE_CHUNKING.format(model=spec.name)
-    if spec.name.startswith("bge-m3"):
-        return BGE_M3_LATE_CHUNKING.format(model=spec.name)
-    return (
-        f"late_chunking is not supported for {spec.name}: it needs a mean-pooling model "
-        f"(this one pools with '{spec.pooling or 'its own rule'}')."
-    )
 
 
 def check_dimensions(spec: ModelSpec, requested: int | None) -> int | None:
@@ -140,9 +122,6 @@ def check_texts(
             )
 
 
-VL_FAMILIES = {"qwen3-vl-embedding", "qwen3-vl-reranker"}
-
-
 def content_dict(item: str | ContentItem) -> dict:
     """A request item as the plain dict a VL deployment receives (raw media references, no Nones)."""
     if isinstance(item, str):
@@ -182,14 +161,14 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
 
     instruction = resolve_instruction(spec, req.task, req.prompt_name)
     if req.late_chunking:
-        refusal = late_chunking_refusal(spec)
+        refusal = spec.late_chunking_refusal()
         if refusal:
-            raise ServiceError(refusal, status=400, param="late_chunking", code="unsupported_parameter")
+            raise InvalidRequest(refusal, param="late_chunking", code="unsupported_parameter")
         if instruction or any(not isinstance(x, str) for x in raw):
             raise bad_request("late_chunking takes plain text chunks and no instruction.", param="late_chunking")
 
     items = None
-    if spec.family in VL_FAMILIES:
+    if spec.recipe.instruction_style == "system-message":
         # Qwen3-VL puts the instruction in the system message (queries and documents alike).
         items = [content_dict(x) for x in raw]
         texts = [x.get("text", "") for x in items]
@@ -197,14 +176,14 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         texts = []
         for i, x in enumerate(raw):
             text, own = (x, None) if isinstance(x, str) else (x.text or "", x.instruction)
-            if own is not None and not (spec.instruction_aware and spec.family in QWEN3_INSTRUCTION_FAMILIES):
+            if own is not None and not (spec.instruction_aware and spec.recipe.instruction_style == "text-template"):
                 raise bad_request(
                     f"input[{i}].instruction: model {spec.name} takes no instruction.",
                     param=f"input[{i}].instruction",
                     code="unsupported_parameter",
                 )
             chosen = own or instruction
-            texts.append(qwen3_query(chosen, text) if chosen and spec.family in QWEN3_INSTRUCTION_FAMILIES else text)
+            texts.append(with_instruction(spec, chosen, text))
 
     outputs = tuple(req.output or ("dense",))
     if not outputs or len(set(outputs)) != len(outputs):
@@ -235,10 +214,14 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
     return EmbeddingPlan(call=call, output_type=output_type)
 
 
+# Failures of the serving side (not of the request): a text-only request may go to the fallback model.
+SERVER_SIDE_FAILURES = (Unavailable, DeadlineExceeded, InferenceFailed, UpstreamFailed)
+
+
 def fallback_for(spec: ModelSpec, specs: dict[str, ModelSpec], call: EmbedCall, failure: ServiceError):
-    """(fallback model, call) when a VL model failed on the server side (5xx, unavailable, timeout) and
+    """(fallback model, call) when a VL model failed on the server side (unavailable, timeout, inference) and
     the request is text-only; None otherwise. Its vectors live in another space: the reply names it."""
-    if not spec.fallback or failure.status < 500 or spec.fallback not in specs:
+    if not spec.fallback or not isinstance(failure, SERVER_SIDE_FAILURES) or spec.fallback not in specs:
         return None
     fallback = specs[spec.fallback]
     fallback_call = text_only_fallback(call, fallback)
@@ -253,8 +236,7 @@ def text_only_fallback(call: EmbedCall, fallback: ModelSpec) -> EmbedCall | None
     for item in call.items:
         chosen = item.get("instruction") or call.instruction
         text = item.get("text", "")
-        use = chosen and fallback.instruction_aware and fallback.family in QWEN3_INSTRUCTION_FAMILIES
-        texts.append(qwen3_query(chosen, text) if use else text)
+        texts.append(with_instruction(fallback, chosen if fallback.instruction_aware else None, text))
     dims = call.dimensions
     if dims is not None and fallback.dimensions is not None and dims > fallback.dimensions:
         return None
@@ -268,7 +250,6 @@ def text_only_fallback(call: EmbedCall, fallback: ModelSpec) -> EmbedCall | None
 
 
 # ---- rerank -----------------------------------------------------------------------------------------
-RERANK_FAMILIES_WITH_INSTRUCTION = {"qwen3-reranker", "qwen3-vl-reranker"}
 
 
 @dataclass(slots=True)
@@ -284,7 +265,7 @@ class RerankPlan:
 def _text(item: str | ContentItem, spec: ModelSpec, where: str) -> str:
     if isinstance(item, str):
         return item
-    if item.has_media and spec.family not in VL_FAMILIES:
+    if item.has_media and not spec.recipe.multimodal:
         raise bad_request(
             f"{where} has an image or video, but model {spec.name} takes text only.",
             param=where,
@@ -304,7 +285,7 @@ def plan_rerank(
     max_tokens_per_doc: int | None = None,
     raw_scores: bool = False,
 ) -> RerankPlan:
-    vl = spec.family in VL_FAMILIES
+    vl = spec.recipe.multimodal
     query_text = _text(query, spec, "query")
     query_has_media = not isinstance(query, str) and query.has_media
     if not (vl and query_has_media) and not query_text.strip():
@@ -326,7 +307,7 @@ def plan_rerank(
     n = len(docs) if top_n is None else min(top_n, len(docs))
 
     if spec.kind == "rerank":
-        if instruction is not None and spec.family not in RERANK_FAMILIES_WITH_INSTRUCTION:
+        if instruction is not None and not spec.instruction_aware:
             raise bad_request(
                 f"Model {spec.name} does not take an instruction.", param="instruction", code="unsupported_parameter"
             )
@@ -354,12 +335,12 @@ def plan_rerank(
         raise bad_request(
             f"Model {spec.name} does not take an instruction.", param="instruction", code="unsupported_parameter"
         )
-    if spec.instruction_aware and spec.family in QWEN3_INSTRUCTION_FAMILIES:
-        query_text = qwen3_query(instruction or TASK_INSTRUCTIONS["retrieval.query"], query_text)
+    if spec.instruction_aware:
+        query_text = with_instruction(spec, instruction or TASK_INSTRUCTIONS["retrieval.query"], query_text)
     if any(not isinstance(d, str) and d.has_media for d in [query, *documents]):
         check_content(spec, [query, *documents], limits, "documents")
     call = EmbedCall(texts=[query_text, *docs], truncate=True)
-    if spec.family in VL_FAMILIES:
+    if spec.recipe.instruction_style == "system-message":
         items = [content_dict(query), *(content_dict(d) for d in documents)]
         items[0].setdefault("instruction", instruction or TASK_INSTRUCTIONS["retrieval.query"])
         call = EmbedCall(texts=call.texts, truncate=True, items=items)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -30,7 +31,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -54,6 +54,7 @@ os.environ.pop("RAY_ADDRESS", None)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
+import orjson  # noqa: E402
 import ray  # noqa: E402
 import ray._private.ray_constants as ray_constants  # noqa: E402
 from ray import serve  # noqa: E402
@@ -62,6 +63,7 @@ from ray.serve.context import _get_global_client  # noqa: E402
 from ray.serve.schema import ServeDeploySchema  # noqa: E402
 
 from serve_app import loopback  # noqa: E402
+from serve_app.loadgen import BackgroundLoad, Sample  # noqa: E402
 
 ray_constants.ENABLE_RAY_CLUSTER = False
 T0 = time.monotonic()
@@ -172,52 +174,32 @@ def tiny_entry(name: str, family: str, source: Path, deployment: dict, batching:
     return entry
 
 
-class Load:
-    """Client threads posting to one model until stopped, at most `max_requests` each and `max_seconds` in all."""
+LOAD_TEXT = "load client {}: the quick brown fox jumps over the lazy dog"
 
-    def __init__(
-        self, scenario: Scenario, prefix: str, model: str, clients: int, max_requests: int, max_seconds: float
-    ):
-        self.scenario, self.prefix, self.model = scenario, prefix, model
-        self.stop = threading.Event()
-        self.records: list[dict] = []
-        self._lock = threading.Lock()
-        self._deadline = time.monotonic() + max_seconds
-        self._threads = [
-            threading.Thread(target=self._run, args=(i, max_requests), daemon=True) for i in range(clients)
-        ]
 
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
+def embed_load(
+    sc: Scenario, prefix: str, model: str, clients: int, max_requests: int, max_seconds: float
+) -> BackgroundLoad:
+    """`clients` workers posting to one model until stopped, at most `max_requests` per client and `max_seconds`
+    in all, each client's text its own prepared request. A sample's `detail` is the vector (or the error text)."""
 
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for t in self._threads:
-            t.join(timeout=60)
+    def keep(sample: Sample, content: bytes) -> Any:
+        try:
+            if sample.status == 200:
+                return orjson.loads(content)["data"][0]["embedding"]
+        except (ValueError, KeyError, IndexError) as exc:  # a bad answer is a result, not a crash of the load
+            sample.error = repr(exc)
+        return content[:300].decode("utf-8", "replace")
 
-    def _run(self, index: int, max_requests: int) -> None:
-        text = f"load client {index}: the quick brown fox jumps over the lazy dog"
-        with httpx.Client(timeout=60, trust_env=False) as http:
-            for _ in range(max_requests):
-                if self.stop.is_set() or time.monotonic() > self._deadline:
-                    return
-                start = time.monotonic()
-                record: dict[str, Any] = {"client": index, "start": start}
-                try:
-                    response = self.scenario.embed(http, self.prefix, self.model, text)
-                    record["status"] = response.status_code
-                    if response.status_code == 200:
-                        record["vector"] = response.json()["data"][0]["embedding"]
-                    else:
-                        record["body"] = response.text[:300]
-                except Exception as exc:  # a dropped connection is a result, not a crash of the load
-                    record["status"] = None
-                    record["error"] = repr(exc)
-                record["end"] = time.monotonic()
-                with self._lock:
-                    self.records.append(record)
+    bodies = [orjson.dumps({"model": model, "input": LOAD_TEXT.format(i)}) for i in range(clients)]
+    return BackgroundLoad(
+        f"{sc.base}{prefix}/v1/embeddings",
+        bodies,
+        concurrency=clients,
+        max_requests=clients * max_requests,
+        duration_s=max_seconds,
+        inspect=keep,
+    )
 
 
 # ------------------------------------------------------------------ the phases
@@ -303,7 +285,7 @@ def phase_autoscale(sc: Scenario, tiny: dict[str, Path]) -> dict:
     start = time.monotonic()
     # 6 clients against a target of 2 ongoing requests per replica: Serve wants 3, max_replicas caps it at 2.
     # The wait covers a replica's start-up on a busy 2-core machine.
-    with Load(sc, "", "tiny-auto", clients=6, max_requests=600, max_seconds=100) as load:
+    with embed_load(sc, "", "tiny-auto", clients=6, max_requests=600, max_seconds=100) as load:
         try:
             wait_until(lambda: replicas() >= 2, 95, what="tiny-auto to scale up to 2 replicas")
             result["scaled_up_after_s"] = round(time.monotonic() - start, 1)
@@ -312,8 +294,8 @@ def phase_autoscale(sc: Scenario, tiny: dict[str, Path]) -> dict:
                 {"node_id": r["node_id"], "pid": r["pid"]} for r in sc.running_replicas("scale", "tiny-auto")
             ]
         finally:
-            load.stop.set()
-    statuses = [r["status"] for r in load.records]
+            load.stop()
+    statuses = [s.status for s in load.samples]
     result["load_requests"] = len(statuses)
     result["load_ok"] = statuses.count(200)
     log(f"autoscale: load stopped after {len(statuses)} requests; waiting for the scale-down")
@@ -344,32 +326,32 @@ def phase_reconfigure(sc: Scenario, tiny: dict[str, Path]) -> dict:
     # (changing `args` instead would change the app's code version and restart its replicas)
     override = [{"name": "tiny-live", "user_config": {"batching": LIVE_AFTER}}]
     new_config = sc.config([scale_app(sc, tiny, LIVE_BEFORE, override)])
-    with Load(sc, "", "tiny-live", clients=4, max_requests=150, max_seconds=60) as load:
+    with embed_load(sc, "", "tiny-live", clients=4, max_requests=150, max_seconds=60) as load:
         time.sleep(1.5)
         log("reconfigure: applying new batching values under load")
         result["update_at"] = time.monotonic()
         sc.apply(new_config)
         # the new batch wait shows in the load itself: requests now wait for a batch that does not fill
         wait_until(
-            lambda: any(r["start"] > result["update_at"] and r["end"] - r["start"] >= 0.35 for r in list(load.records)),
+            lambda: any(s.start > result["update_at"] and s.latency >= 0.35 for s in list(load.samples)),
             45,
             what="requests to wait for the new batch timeout",
         )
         sc.wait_running(["scale"], timeout=30)
         time.sleep(1.0)
-        load.stop.set()
-    records = sorted(load.records, key=lambda r: r["start"])
+        load.stop()
+    records = sorted(load.samples, key=lambda s: s.start)
     update_at = result["update_at"]
     result["load_requests"] = len(records)
-    result["load_statuses"] = sorted({str(r["status"]) for r in records})
-    result["load_failures"] = [r for r in records if r["status"] != 200][:5]
-    result["in_flight_at_update"] = sum(1 for r in records if r["start"] < update_at < r["end"])
-    result["before_update_latency_s"] = [round(r["end"] - r["start"], 3) for r in records if r["end"] < update_at]
-    result["after_update_latency_s"] = [round(r["end"] - r["start"], 3) for r in records if r["start"] > update_at]
-    vectors = {}
-    for r in records:
-        if "vector" in r:
-            vectors.setdefault(r["client"], []).append(r["vector"])
+    result["load_statuses"] = sorted({str(s.status) for s in records})
+    result["load_failures"] = [dataclasses.asdict(s) for s in records if not s.ok][:5]
+    result["in_flight_at_update"] = sum(1 for s in records if s.start < update_at < s.end)
+    result["before_update_latency_s"] = [round(s.latency, 3) for s in records if s.end < update_at]
+    result["after_update_latency_s"] = [round(s.latency, 3) for s in records if s.start > update_at]
+    vectors: dict[int, list[list[float]]] = {}  # per client text: every answer should be the same vector
+    for s in records:
+        if s.ok:
+            vectors.setdefault(s.item, []).append(s.detail)
     result["max_vector_spread"] = max(
         (max(abs(a - b) for a, b in zip(vs[0], v, strict=True)) for vs in vectors.values() for v in vs), default=None
     )

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 import ray.serve.batching as serve_batching
 
-from deployments.batching import TokenBudgetBatcher
+from deployments.batcher import TokenBudgetBatcher
 
 
 @pytest.fixture(autouse=True)

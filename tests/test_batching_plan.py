@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deployments.engines.batching import pad_batch, padding_efficiency, plan_micro_batches
+from deployments.engines.micro_batches import pad_batch, padding_efficiency, plan_micro_batches
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import orjson
 
-from serve_app.encoding import embeddings_response
+from serve_app.ingress.encoding import embeddings_response
 
 
 def _decode(vectors, kind):

@@ -88,7 +88,7 @@ def _assert_sparse_equal(ours: SparseVector, reference: dict[int, float]) -> Non
 
 def test_three_outputs_match_official_recipe(engine, m3_dir):
     ref_dense, ref_sparse, ref_colbert, batch = _reference(m3_dir, TEXTS)
-    tokens = engine.tokenize(TEXTS)
+    tokens = engine.prepare(TEXTS)
     for text_tokens, row in zip(tokens, batch["input_ids"], strict=True):
         assert text_tokens.ids == [i for i in row.tolist() if i != engine.pad_id]  # the same tokens
     outs = engine.encode(tokens, dense=True, sparse=True, colbert=True)
@@ -104,7 +104,7 @@ def test_three_outputs_match_official_recipe(engine, m3_dir):
 
 
 def test_sparse_drops_specials_and_keeps_max_of_repeats(engine):
-    tokens = engine.tokenize([TEXTS[0]])[0]
+    tokens = engine.prepare([TEXTS[0]])[0]
     out = engine.encode([tokens], dense=False, sparse=True)[0]
     assert out.dense is None and out.colbert is None
     ids = np.asarray(tokens.ids)
@@ -120,7 +120,7 @@ def test_sparse_drops_specials_and_keeps_max_of_repeats(engine):
 
 
 def test_sparse_token_view(engine):
-    out = engine.encode(engine.tokenize([TEXTS[1]]), dense=False, sparse=True)[0]
+    out = engine.encode(engine.prepare([TEXTS[1]]), dense=False, sparse=True)[0]
     view = engine.sparse_tokens(out.sparse)
     expected: dict[str, float] = {}
     for token_id, weight in out.sparse.as_dict().items():
@@ -133,7 +133,7 @@ def test_sparse_token_view(engine):
 
 def test_batch_equals_alone_across_micro_batches(m3_dir):
     engine = BGEM3Engine(str(m3_dir), max_batch_tokens=64)  # several micro-batches, padded rows
-    tokens = engine.tokenize(TEXTS)
+    tokens = engine.prepare(TEXTS)
     together = engine.encode(tokens, sparse=True, colbert=True)
     for item, out in zip(tokens, together, strict=True):
         alone = engine.encode([item], sparse=True, colbert=True)[0]
@@ -144,8 +144,8 @@ def test_batch_equals_alone_across_micro_batches(m3_dir):
 
 
 def test_dense_is_cls_and_matches_embed(engine):
-    tokens = engine.tokenize(TEXTS)
-    raw = engine.embed(tokens)  # the inherited dense path: raw CLS states (the dir's pooling config says mean)
+    tokens = engine.prepare(TEXTS)
+    raw = engine.pooled(tokens)  # the inherited dense path: raw CLS states (the dir's pooling config says mean)
     outs = engine.encode(tokens, normalize_dense=False)
     np.testing.assert_allclose(np.stack([o.dense for o in outs]), raw, atol=1e-5)
     assert engine.pooling == "cls" and engine.outputs == ("dense", "sparse", "colbert")
@@ -154,7 +154,7 @@ def test_dense_is_cls_and_matches_embed(engine):
 
 def test_truncated_input_gives_one_colbert_row_per_kept_token(engine):
     long_text = " ".join(["word"] * 400)
-    item = engine.tokenize([long_text], truncate=True)[0]
+    item = engine.prepare([long_text], truncate=True)[0]
     assert item.truncated and len(item) == engine.max_tokens
     out = engine.encode([item], colbert=True)[0]
     assert out.colbert.shape == (engine.max_tokens - 1, HIDDEN)
@@ -173,7 +173,7 @@ def test_missing_head_refuses_to_start(m3_dir, tmp_path, missing):
     engine = BGEM3Engine(str(model_dir), sparse=wants_sparse, colbert=not wants_sparse)
     assert engine.outputs == ("dense", "sparse" if wants_sparse else "colbert")
     with pytest.raises(ValueError, match=re.escape(missing)):
-        engine.encode(engine.tokenize(["hello"]), sparse=not wants_sparse, colbert=wants_sparse)
+        engine.encode(engine.prepare(["hello"]), sparse=not wants_sparse, colbert=wants_sparse)
 
 
 def test_wrong_head_shape_is_refused(m3_dir, tmp_path):
@@ -191,4 +191,4 @@ def test_missing_head_for_hub_id_is_refused():  # conftest sets HF_HUB_OFFLINE: 
 
 def test_nothing_asked_is_an_error(engine):
     with pytest.raises(ValueError, match="at least one"):
-        engine.encode(engine.tokenize(["x"]), dense=False)
+        engine.encode(engine.prepare(["x"]), dense=False)

@@ -8,7 +8,8 @@ import torch
 from tiny_models import build_tiny_cross_encoder, build_tiny_qwen3_reranker
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from deployments.engines.rerank import CrossEncoderEngine, QueryTooLong, Qwen3RerankerEngine
+from deployments.engines.postprocess import relevance
+from deployments.engines.rerankers import CrossEncoderEngine, QueryTooLong, Qwen3RerankerEngine
 
 QUERY = "what is the capital of france"
 DOCS = [
@@ -37,22 +38,22 @@ def test_cross_encoder_matches_reference(cross_path):
                       return_tensors="pt")  # fmt: skip
     with torch.no_grad():
         logits = model(**batch).logits[:, 0]
-    items = engine.tokenize_pairs(QUERY, DOCS)
+    items = engine.prepare_pairs(QUERY, DOCS)
     for i, t in enumerate(items):  # <s> q </s></s> d </s>, token for token
         assert t.ids == batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist()
-    np.testing.assert_allclose(engine.score(items, raw=True), logits.numpy(), atol=1e-5)
-    np.testing.assert_allclose(engine.score(items), torch.sigmoid(logits).numpy(), atol=1e-6)
+    np.testing.assert_allclose(engine.forward(items), logits.numpy(), atol=1e-5)
+    np.testing.assert_allclose(relevance(engine.forward(items)), torch.sigmoid(logits).numpy(), atol=1e-6)
 
 
 def test_cross_encoder_cuts_only_the_document(cross_path):
     engine = CrossEncoderEngine(str(cross_path), max_tokens=64)
     tokenizer = AutoTokenizer.from_pretrained(cross_path)
     long_doc = "the document goes on and on " * 20
-    item = engine.tokenize_pairs(QUERY, [long_doc])[0]
+    item = engine.prepare_pairs(QUERY, [long_doc])[0]
     ref = tokenizer(QUERY, long_doc, truncation="only_second", max_length=64)["input_ids"]
     assert item.ids == ref and len(item) == 64 and item.truncated
     with pytest.raises(QueryTooLong):
-        engine.tokenize_pairs("q " * 100, ["d"])
+        engine.prepare_pairs("q " * 100, ["d"])
 
 
 def _qwen3_reference(path, query, docs, instruction, max_length=512):
@@ -82,9 +83,9 @@ def test_qwen3_reranker_matches_reference(qwen_path):
     engine = Qwen3RerankerEngine(str(qwen_path), max_tokens=512)
     instruction = "Given a web search query, retrieve relevant passages that answer the query"
     ref_ids, ref_scores = _qwen3_reference(qwen_path, QUERY, DOCS, instruction)
-    items = engine.tokenize_pairs(QUERY, DOCS)  # default instruction
+    items = engine.prepare_pairs(QUERY, DOCS)  # default instruction
     assert [t.ids for t in items] == ref_ids  # the template, token for token
-    scores = engine.score(items)
+    scores = relevance(engine.forward(items))
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
     assert len(set(np.round(scores, 4))) > 1
 
@@ -93,9 +94,9 @@ def test_qwen3_reranker_custom_instruction_and_truncation(qwen_path):
     engine = Qwen3RerankerEngine(str(qwen_path), max_tokens=400)
     long_doc = "a long passage about many things " * 30
     ref_ids, ref_scores = _qwen3_reference(qwen_path, QUERY, [long_doc, DOCS[0]], "Find code", max_length=400)
-    items = engine.tokenize_pairs(QUERY, [long_doc, DOCS[0]], instruction="Find code")
+    items = engine.prepare_pairs(QUERY, [long_doc, DOCS[0]], instruction="Find code")
     assert [t.ids for t in items] == ref_ids and len(items[0]) == 400 and items[0].truncated
-    np.testing.assert_allclose(engine.score(items), ref_scores, atol=1e-5)
+    np.testing.assert_allclose(relevance(engine.forward(items)), ref_scores, atol=1e-5)
 
 
 def test_clip_to_max_tokens_per_doc(cross_path):

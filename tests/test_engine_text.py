@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
-from deployments.engines.pooling import finalize
+from deployments.engines.postprocess import finalize_rows
 from deployments.engines.text_embedding import ENCODER, QWEN3_EMBEDDING, TextEmbeddingEngine
 
 SENTENCES = [
@@ -20,8 +20,8 @@ SENTENCES = [
 
 
 def _embed(engine: TextEmbeddingEngine, texts, dims=None, normalize=True) -> np.ndarray:
-    raw = engine.embed(engine.tokenize(texts))
-    return np.stack([finalize(v, dims, normalize) for v in raw])
+    raw = np.stack([out.dense for out in engine.forward(engine.prepare(texts))])
+    return finalize_rows(raw, dims, normalize)
 
 
 # ---- real weights: all-MiniLM-L6-v2 against sentence-transformers ------------------------------
@@ -42,7 +42,7 @@ def test_minilm_matches_sentence_transformers(minilm, minilm_path):
 
 def test_minilm_token_counts_are_real(minilm, minilm_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    for text, tokens in zip(SENTENCES, minilm.tokenize(SENTENCES), strict=True):
+    for text, tokens in zip(SENTENCES, minilm.prepare(SENTENCES), strict=True):
         assert tokens.ids == tokenizer(text)["input_ids"]
 
 
@@ -54,10 +54,10 @@ def test_batch_equals_alone(minilm):
 
 def test_truncation_is_explicit_and_directional(minilm):
     long_text = " ".join(f"word{i}" for i in range(600))
-    whole = minilm.tokenize([long_text])[0]
+    whole = minilm.prepare([long_text])[0]
     assert whole.full_length > 256 and len(whole) == whole.full_length  # never cut unless asked
-    right = minilm.tokenize([long_text], truncate=True)[0]
-    left = minilm.tokenize([long_text], truncate=True, direction="left")[0]
+    right = minilm.prepare([long_text], truncate=True)[0]
+    left = minilm.prepare([long_text], truncate=True, direction="left")[0]
     assert len(right) == len(left) == 256 and right.truncated and left.truncated
     assert right.ids[0] == left.ids[0] == 101 and right.ids[-1] == left.ids[-1] == 102  # [CLS] .. [SEP] kept
     assert right.ids[1:5] == whole.ids[1:5] and left.ids[-5:-1] == whole.ids[-5:-1]
@@ -81,7 +81,7 @@ def _qwen3_reference(path, texts, append_eos: bool) -> np.ndarray:
 def test_qwen3_last_token_left_padding(tiny_qwen3):
     engine = TextEmbeddingEngine(str(tiny_qwen3), QWEN3_EMBEDDING)
     eos = engine.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    tokens = engine.tokenize(SENTENCES)
+    tokens = engine.prepare(SENTENCES)
     assert all(t.ids[-1] == eos and t.ids.count(eos) == 1 for t in tokens)
     np.testing.assert_allclose(_embed(engine, SENTENCES), _qwen3_reference(tiny_qwen3, SENTENCES, False), atol=1e-5)
 
@@ -90,7 +90,7 @@ def test_qwen3_eos_appended_when_tokenizer_lacks_it(tiny_qwen3_no_eos):
     engine = TextEmbeddingEngine(str(tiny_qwen3_no_eos), QWEN3_EMBEDDING)
     eos = engine.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     assert engine.tokenizer("hello")["input_ids"][-1] != eos  # the tokenizer itself does not add it
-    assert all(t.ids[-1] == eos for t in engine.tokenize(SENTENCES))
+    assert all(t.ids[-1] == eos for t in engine.prepare(SENTENCES))
     reference = _qwen3_reference(tiny_qwen3_no_eos, SENTENCES, append_eos=True)
     np.testing.assert_allclose(_embed(engine, SENTENCES), reference, atol=1e-5)
 
@@ -98,7 +98,7 @@ def test_qwen3_eos_appended_when_tokenizer_lacks_it(tiny_qwen3_no_eos):
 def test_qwen3_truncation_keeps_eos(tiny_qwen3):
     engine = TextEmbeddingEngine(str(tiny_qwen3), QWEN3_EMBEDDING, max_tokens=20)
     eos = engine.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    t = engine.tokenize(["a fairly long sentence that certainly needs more than twenty tokens"], truncate=True)[0]
+    t = engine.prepare(["a fairly long sentence that certainly needs more than twenty tokens"], truncate=True)[0]
     assert len(t) == 20 and t.ids[-1] == eos and t.truncated
 
 

@@ -21,7 +21,7 @@ def _post(base, path, payload):
 def test_bge_m3_dense_sparse_colbert(serve_app, tiny_bge_m3):
     texts = ["hello hello world", "sparse and colbert"]
     engine = BGEM3Engine(str(tiny_bge_m3))
-    expected = engine.encode(engine.tokenize(texts), dense=True, sparse=True, colbert=True)
+    expected = engine.encode(engine.prepare(texts), dense=True, sparse=True, colbert=True)
     body = _post(
         serve_app["base_url"],
         "/v1/embeddings",

@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
-from deployments.engines.rerank import CrossEncoderEngine, Qwen3RerankerEngine
+from deployments.engines.postprocess import relevance
+from deployments.engines.rerankers import CrossEncoderEngine, Qwen3RerankerEngine
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ def _rerank(base, payload, path="/v1/rerank"):
 
 def test_cross_encoder_scores_order_and_documents(serve_app, tiny_cross_encoder):
     engine = CrossEncoderEngine(str(tiny_cross_encoder), max_tokens=128)
-    expected = engine.score(engine.tokenize_pairs(QUERY, DOCS))
+    expected = relevance(engine.forward(engine.prepare_pairs(QUERY, DOCS)))
     body = _rerank(serve_app["base_url"], {"model": "tiny-cross-encoder", "query": QUERY, "documents": DOCS}).json()
     results = body["results"]
     assert [r["index"] for r in results] == np.argsort(-expected, kind="stable").tolist()
@@ -46,7 +47,7 @@ def test_cross_encoder_scores_order_and_documents(serve_app, tiny_cross_encoder)
     raw = _rerank(
         serve_app["base_url"], {"model": "tiny-cross-encoder", "query": QUERY, "documents": DOCS, "raw_scores": True}
     ).json()["results"]
-    raw_expected = engine.score(engine.tokenize_pairs(QUERY, DOCS), raw=True)
+    raw_expected = engine.forward(engine.prepare_pairs(QUERY, DOCS))
     assert {r["index"]: round(r["relevance_score"], 4) for r in raw} == {
         i: round(float(v), 4) for i, v in enumerate(raw_expected)
     }
@@ -55,7 +56,7 @@ def test_cross_encoder_scores_order_and_documents(serve_app, tiny_cross_encoder)
 def test_qwen3_reranker_with_instruction(serve_app, tiny_qwen3_reranker):
     engine = Qwen3RerankerEngine(str(tiny_qwen3_reranker), max_tokens=512)
     for instruction in (None, "Find the document that names a capital"):
-        expected = engine.score(engine.tokenize_pairs(QUERY, DOCS, instruction))
+        expected = relevance(engine.forward(engine.prepare_pairs(QUERY, DOCS, instruction)))
         payload = {"model": "tiny-qwen3-reranker", "query": QUERY, "documents": DOCS}
         if instruction:
             payload["instruction"] = instruction
@@ -84,7 +85,7 @@ def test_cohere_client_v2(serve_app, tiny_cross_encoder):
     client = cohere.ClientV2(api_key="x", base_url=serve_app["base_url"])
     response = client.rerank(model="tiny-cross-encoder", query=QUERY, documents=DOCS, top_n=3, max_tokens_per_doc=64)
     engine = CrossEncoderEngine(str(tiny_cross_encoder), max_tokens=128)
-    expected = engine.score(engine.tokenize_pairs(QUERY, engine.clip(DOCS, 64)))
+    expected = relevance(engine.forward(engine.prepare_pairs(QUERY, engine.clip(DOCS, 64))))
     assert [r.index for r in response.results] == np.argsort(-expected, kind="stable")[:3].tolist()
     assert response.results[0].relevance_score == pytest.approx(float(expected.max()), abs=1e-5)
 
@@ -95,7 +96,7 @@ def test_many_documents_spread_over_batches(serve_app, tiny_cross_encoder):
     docs = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 60))) for _ in range(300)]
     docs.append("x" * 3000)  # over the model's 128 tokens: truncated, never an error
     engine = CrossEncoderEngine(str(tiny_cross_encoder), max_tokens=128)
-    expected = engine.score(engine.tokenize_pairs(QUERY, docs))
+    expected = relevance(engine.forward(engine.prepare_pairs(QUERY, docs)))
     results = _rerank(serve_app["base_url"], {"model": "tiny-cross-encoder", "query": QUERY, "documents": docs})
     assert results.status_code == 200, results.text
     got = np.zeros(len(docs))

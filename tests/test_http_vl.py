@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deployments import media
-from deployments.engines.pooling import finalize
+from deployments.engines.postprocess import finalize_rows, relevance
 from deployments.engines.qwen3_vl import Qwen3VLEmbeddingEngine, Qwen3VLRerankerEngine, VLItem
 from tests.test_engine_vl import mp4, picture, png_uri
 
@@ -49,8 +49,8 @@ def test_text_image_video_and_mixed_match_the_engine(serve_app, engines):
         VLItem(videos=(media.load_frames([png_uri(f) for f in frames], sampling=sampling),), instruction=query),
         VLItem(text="a clip", videos=(media.decode_video(clip, sampling),), instruction="Find the clip"),
     ]
-    prepared = [embedder.prepare(item) for item in reference_items]
-    expected = [finalize(v, None, True) for v in embedder.embed(prepared)]
+    prepared = [embedder.prepare_item(item) for item in reference_items]
+    expected = finalize_rows(embedder.embed(prepared), None, True)
     for got, want in zip(body["data"], expected, strict=True):
         np.testing.assert_allclose(got["embedding"], want, atol=1e-4)
     assert body["usage"]["prompt_tokens"] == sum(p.num_tokens for p in prepared)
@@ -81,7 +81,7 @@ def test_vl_reranker_with_image_documents(serve_app, engines):
         VLItem(images=(media.load_image(docs[1]["image"]),)),
         VLItem(text="plain text document"),
     ]
-    expected = reranker.score([reranker.prepare(side, it, None, True) for it in items])
+    expected = relevance(reranker.score([reranker.prepare_pair(side, it, None, True) for it in items]))
     got = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
     assert got == pytest.approx({i: float(v) for i, v in enumerate(expected)}, abs=1e-4)
     assert resp.json()["results"][0]["document"] == docs[resp.json()["results"][0]["index"]] or isinstance(

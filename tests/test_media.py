@@ -7,10 +7,13 @@ import contextlib
 import io
 import ipaddress
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import av
 import httpx
@@ -19,6 +22,7 @@ import pytest
 from PIL import Image
 
 from deployments import media
+from deployments.engines import visual_inputs
 from deployments.media import (
     AddressPolicy,
     MediaError,
@@ -453,3 +457,13 @@ def test_sampling_matches_torch_linspace():
         for n in range(2, min(total, 64) + 1, 3):
             expected = torch.linspace(0, total - 1, n).round().long().tolist()
             assert media.sample_indices(total, n) == expected
+
+
+def test_media_intake_loads_neither_torch_nor_ray():
+    """The intake runs in the deployment's threads; its data types come from the engines' torch-free module."""
+    code = "import sys, deployments.media; print([m for m in ('torch', 'transformers', 'ray') if m in sys.modules])"
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+    assert media.Video is visual_inputs.Video and media.VideoSampling is visual_inputs.VideoSampling

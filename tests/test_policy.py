@@ -6,18 +6,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serve_app.config import Limits, ModelSpec
-from serve_app.errors import ServiceError
+from deployments.errors import InvalidRequest, ServiceError, Unavailable
+from deployments.families import BGE_M3_LATE_CHUNKING, QWEN3_LATE_CHUNKING, TASK_INSTRUCTIONS
+from deployments.spec import ModelSpec
+from serve_app.config import Limits
+from serve_app.ingress.errors import status_of
 from serve_app.policy import (
-    BGE_M3_LATE_CHUNKING,
-    QWEN3_LATE_CHUNKING,
-    TASK_INSTRUCTIONS,
     fallback_for,
     plan_embedding,
     plan_rerank,
-    qwen3_query,
 )
 from serve_app.schemas import EmbeddingRequest
+
+
+def qwen3_query(instruction: str, text: str) -> str:
+    """Qwen3-Embedding's official query template, written out independently of the registry."""
+    return f"Instruct: {instruction}\nQuery:{text}"
+
 
 QWEN = ModelSpec(
     name="qwen3-embedding-0.6b",
@@ -28,7 +33,7 @@ QWEN = ModelSpec(
     instruction_aware=True,
     tasks=list(TASK_INSTRUCTIONS),
 )
-BGE = ModelSpec(name="bge-m3", family="encoder", source="BAAI/bge-m3", dimensions=1024, pooling="cls")
+BGE = ModelSpec(name="bge-m3", family="bge-m3", source="BAAI/bge-m3", dimensions=1024)
 MINILM = ModelSpec(
     name="all-minilm-l6-v2", family="encoder", source="x", dimensions=384, pooling="mean", late_chunking=True
 )
@@ -44,7 +49,7 @@ def plan(spec, **fields):
 def refused(spec, status=400, **fields) -> ServiceError:
     with pytest.raises(ServiceError) as info:
         plan(spec, **fields)
-    assert info.value.status == status, info.value.message
+    assert status_of(info.value)[0] == status, info.value.message
     return info.value
 
 
@@ -130,6 +135,23 @@ def test_late_chunking_messages_word_for_word():
     assert QWEN3_LATE_CHUNKING.count("{model}") == 1
 
 
+def test_refusal_text_follows_the_family_not_the_served_name():
+    renamed = ModelSpec(name="my-m3", family="bge-m3", source="/models/m3-finetune", dimensions=1024)
+    assert refused(renamed, late_chunking=True).message == BGE_M3_LATE_CHUNKING.format(model="my-m3")
+    named_like_m3 = ModelSpec(name="bge-m3-lookalike", family="encoder", source="x", dimensions=8, pooling="cls")
+    assert "BGE-M3" not in refused(named_like_m3, late_chunking=True).message
+
+
+def test_a_declared_qwen3_embedding_gets_the_family_recipe():
+    """family + source only: tasks, instructions and matryoshka as the catalog's Qwen3-Embedding models."""
+    mine = ModelSpec(name="my-qwen", family="qwen3-embedding", source="/models/ft", dimensions=1024)
+    assert mine.instruction_aware and set(mine.tasks) == set(TASK_INSTRUCTIONS)
+    assert mine.dimension_range() == (32, 1024)
+    out = plan(mine, task="retrieval.query", input="hello", dimensions=64)
+    assert out.call.texts == [qwen3_query(TASK_INSTRUCTIONS["retrieval.query"], "hello")]
+    assert out.call.dimensions == 64
+
+
 def test_late_chunking_allowed_for_mean_pooling():
     assert plan(MINILM, late_chunking=True, input=["a", "b"]).call.late_chunking
 
@@ -192,7 +214,7 @@ def test_rerank_plans():
 def test_rerank_refusals(spec, kw, status, needle):
     with pytest.raises(ServiceError) as info:
         rerank_plan(spec, **kw)
-    assert info.value.status == status and needle in info.value.message
+    assert status_of(info.value)[0] == status and needle in info.value.message
 
 
 @settings(max_examples=200, database=None)
@@ -202,7 +224,7 @@ def test_dimensions_property(dims):
     try:
         out = plan(QWEN, dimensions=dims).call.dimensions
     except ServiceError as err:
-        assert not 32 <= dims <= 1024 and err.status == 400 and err.param == "dimensions"
+        assert not 32 <= dims <= 1024 and status_of(err)[0] == 400 and err.param == "dimensions"
     else:
         assert 32 <= dims <= 1024 and out == (None if dims == 1024 else dims)
 
@@ -214,7 +236,7 @@ def test_instruction_property(texts, task):
     try:
         out = plan(QWEN, input=texts, task=task)
     except ServiceError as err:
-        assert err.status in (400, 413)
+        assert status_of(err)[0] in (400, 413)
         assert not texts or len(texts) > 4 or any(not t.strip() or len(t) > 50 for t in texts)
         return
     instruction = TASK_INSTRUCTIONS.get(task) if task else None
@@ -246,12 +268,12 @@ def test_vl_plan_keeps_media_and_puts_instruction_in_system():
 
 def test_fallback_only_for_server_failures_of_text_only_requests():
     specs = {"qwen3-vl-embedding-8b": VL, "qwen3-embedding-8b": QWEN8}
-    down = ServiceError("replica died", status=503)
+    down = Unavailable("replica died")
     text = plan(VL, input=["hello", {"text": "world", "instruction": "Find it"}], task="qa.query").call
     chosen = fallback_for(VL, specs, text, down)
     assert chosen is not None and chosen[0].name == "qwen3-embedding-8b"
     assert chosen[1].texts == [qwen3_query(TASK_INSTRUCTIONS["qa.query"], "hello"), qwen3_query("Find it", "world")]
-    assert fallback_for(VL, specs, text, ServiceError("bad input", status=400)) is None
+    assert fallback_for(VL, specs, text, InvalidRequest("bad input")) is None
     media = plan(VL, input=[{"image": "data:image/png;base64,AAAA"}]).call
     assert fallback_for(VL, specs, media, down) is None
     assert fallback_for(VL.model_copy(update={"fallback": None}), specs, text, down) is None
@@ -273,4 +295,7 @@ def test_remote_instruction_aware_model_gets_the_qwen3_template():
     assert plan(remote, task="retrieval.query").call.texts == [
         qwen3_query(TASK_INSTRUCTIONS["retrieval.query"], "hello")
     ]
-    assert refused(remote.model_copy(update={"instruction_aware": False}), task="retrieval.query").status == 400
+    assert (
+        refused(remote.model_copy(update={"instruction_aware": False}), task="retrieval.query").code
+        == "unsupported_parameter"
+    )

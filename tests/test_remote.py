@@ -20,16 +20,11 @@ import httpx
 import numpy as np
 import pytest
 
-from deployments.remote import (
-    RemoteEmbedder,
-    decode_rows,
-    parse_source,
-    resolve_api_key,
-    retry_after_seconds,
-    split_tokens,
-)
-from serve_app.errors import ServiceError
-from serve_app.protocol import EmbedCall
+from deployments.calls import EmbedCall
+from deployments.errors import ServiceError
+from deployments.http_helpers import decode_rows, retry_after_seconds
+from deployments.remote import RemoteEmbedder, parse_source, resolve_api_key, split_tokens
+from serve_app.ingress.errors import status_of
 
 # ---- unit: the source string, keys, headers ------------------------------------------------------------
 
@@ -208,7 +203,7 @@ def test_dimensions_sent_and_cut_locally_when_ignored():
     reply = _run(_embedder(script, "http://remote.test/v1#m?dimensions=local"), EmbedCall(texts=["x"], dimensions=4))
     assert "dimensions" not in script.bodies[0] and reply.vectors.shape == (1, 4)
     err = _error(_embedder(Script()), EmbedCall(texts=["x"], dimensions=16))
-    assert err.status == 502 and "fewer than dimensions=16" in err.message
+    assert status_of(err)[0] == 502 and "fewer than dimensions=16" in err.message
 
 
 def test_retries_503_then_success_and_honours_retry_after():
@@ -224,14 +219,14 @@ def test_connection_errors_retry_then_503_with_retry_after():
     script = Script([boom, boom, boom])
     err = _error(_embedder(script, "http://remote.test/v1#m?retries=2&backoff=0.01"), EmbedCall(texts=["x"]))
     assert len(script.requests) == 3
-    assert err.status == 503 and err.code == "remote_unavailable" and int(err.headers["Retry-After"]) >= 1
+    assert status_of(err)[0] == 503 and err.code == "remote_unavailable" and err.retry_after_s >= 1
     assert "after 3 attempts" in err.message and "ConnectError" in err.message
 
 
 def test_long_retry_after_gives_up_at_once():
     script = Script([(503, {"Retry-After": "120"}, {"error": {"message": "maintenance"}})])
     err = _error(_embedder(script), EmbedCall(texts=["x"]))
-    assert len(script.requests) == 1 and err.status == 503 and err.headers["Retry-After"] == "120"
+    assert len(script.requests) == 1 and status_of(err)[0] == 503 and err.retry_after_s == 120
     assert "maintenance" in err.message
 
 
@@ -256,19 +251,19 @@ def test_error_mapping(step, status, code, needle):
     script = Script([step])
     err = _error(_embedder(script), EmbedCall(texts=["x"]))
     assert len(script.requests) == 1  # never retried
-    assert (err.status, err.code) == (status, code) and needle in err.message, err.message
+    assert (status_of(err)[0], err.code) == (status, code) and needle in err.message, err.message
     if status == 400 and step[0] == 400:
         assert err.param == "input"
 
 
 def test_timeout_is_504_and_bad_body_is_502():
     err = _error(_embedder(Script([httpx.ReadTimeout("slow")])), EmbedCall(texts=["x"]))
-    assert err.status == 504 and err.code == "remote_timeout"
+    assert status_of(err)[0] == 504 and err.code == "remote_timeout"
     garbage = Script([(200, {}, {"data": [{"index": 0, "embedding": "%%%"}]})])
     err = _error(_embedder(garbage), EmbedCall(texts=["x"]))
-    assert err.status == 502 and err.code == "remote_bad_response"
+    assert status_of(err)[0] == 502 and err.code == "remote_bad_response"
     short = Script([(200, {}, {"data": []})])
-    assert _error(_embedder(short), EmbedCall(texts=["x"])).status == 502
+    assert status_of(_error(_embedder(short), EmbedCall(texts=["x"])))[0] == 502
 
 
 def test_truncate_is_dropped_once_a_strict_remote_refuses_it():
@@ -293,13 +288,13 @@ def test_truncate_is_dropped_once_a_strict_remote_refuses_it():
     assert embedder.send_truncate is False
     # a 400 that is not about `truncate` stays a 400 (after the one retry without it)
     err = _error(_embedder(Script([400, 400])), EmbedCall(texts=["x"], truncate=True))
-    assert err.status == 400 and err.code == "remote_invalid_request"
+    assert status_of(err)[0] == 400 and err.code == "remote_invalid_request"
 
 
 def test_one_failing_chunk_fails_the_call():
     script = Script(["ok", 400, "ok"])
     err = _error(_embedder(script, chunk=1), EmbedCall(texts=["a", "b", "c"]))
-    assert err.status == 400
+    assert status_of(err)[0] == 400
 
 
 # ---- integration: a real upstream embedserve, and a flaky fake --------------------------------------------
@@ -348,11 +343,11 @@ def _closed_port() -> int:
 def remote_apps(serve_app):
     from ray import serve
 
-    from deployments.common import serve_options
     from deployments.remote import RemoteEmbeddingDeployment
+    from deployments.shell import serve_options
+    from deployments.spec import ModelSpec
     from serve_app.app import build_app
-    from serve_app.config import ModelSpec
-    from serve_app.router import Router
+    from serve_app.ingress.router import Router
 
     base = serve_app["base_url"]
     flaky = ThreadingHTTPServer(("127.0.0.1", 0), FlakyHandler)

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from deployments.engines.batching import plan_micro_batches
+from deployments.engines.micro_batches import plan_micro_batches
 from deployments.engines.pooling import pool
+from deployments.engines.protocol import Capabilities, EmbeddingOutput, EngineOptions
 from deployments.engines.runtime import Runtime
 from deployments.engines.source import resolve_source
 from deployments.engines.text_embedding import TextEmbeddingEngine, TextEmbeddingRecipe
@@ -61,15 +62,6 @@ class SparseVector:
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
-
-
-@dataclass(slots=True)
-class M3Output:
-    """What one input produced; an output that was not asked for is None."""
-
-    dense: np.ndarray | None = None  # float32 [hidden]
-    sparse: SparseVector | None = None
-    colbert: np.ndarray | None = None  # float32 [n_tokens - 1, colbert_dim], rows L2-normalized
 
 
 class BGEM3Engine(TextEmbeddingEngine):
@@ -124,6 +116,34 @@ class BGEM3Engine(TextEmbeddingEngine):
         self.unused_token_ids = np.array(sorted(i for i in unused if i is not None), dtype=np.int64)
         log.info("bge-m3 heads: sparse=%s colbert=%s (dim %s)", sparse, colbert, self.colbert_dimensions)
 
+    @classmethod
+    def load(cls, source: str, options: EngineOptions) -> BGEM3Engine:
+        return cls(
+            source,
+            sparse="sparse" in options.outputs,
+            colbert="colbert" in options.outputs,
+            runtime=options.runtime,
+            max_tokens=options.max_tokens,
+            max_batch_tokens=options.max_batch_tokens,
+            trust_remote_code=options.trust_remote_code,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            max_tokens=self.max_tokens, dimensions=self.dimensions, outputs=self.outputs, token_ids=True
+        )
+
+    def forward(self, items: Sequence[Tokens]) -> list[EmbeddingOutput]:
+        """Every loaded head from one forward; dense raw (the caller cuts and normalizes), requests pick theirs."""
+        return self.encode(
+            items,
+            dense=True,
+            sparse=self.sparse_head is not None,
+            colbert=self.colbert_head is not None,
+            normalize_dense=False,
+        )
+
     @property
     def outputs(self) -> tuple[str, ...]:
         """The outputs this engine can give (dense always; sparse / colbert when their head is loaded)."""
@@ -144,7 +164,7 @@ class BGEM3Engine(TextEmbeddingEngine):
         sparse: bool = False,
         colbert: bool = False,
         normalize_dense: bool = True,
-    ) -> list[M3Output]:
+    ) -> list[EmbeddingOutput]:
         """Any mix of the three outputs, in the order given, one forward per micro-batch.
 
         `normalize_dense=False` gives the raw CLS state (for a caller that cuts and normalizes itself).
@@ -156,7 +176,7 @@ class BGEM3Engine(TextEmbeddingEngine):
         if colbert and self.colbert_head is None:
             raise ValueError("this engine was started without the ColBERT head (colbert_linear.pt)")
 
-        results = [M3Output() for _ in items]
+        results = [EmbeddingOutput() for _ in items]
         for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
             hidden, mask = self._forward([items[i].ids for i in group])
             lengths = [len(items[i]) for i in group]

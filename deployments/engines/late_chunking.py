@@ -19,7 +19,7 @@ from deployments.engines.tokenization import Tokens
 
 def _special_frame(engine) -> tuple[list[int], list[int]]:
     """The ids the tokenizer puts before and after a single text (e.g. [CLS] ... [SEP])."""
-    backend = engine.text_tokenizer._backend
+    backend = engine.text_tokenizer.backend
     marker = backend.encode("x", add_special_tokens=False).ids
     framed = backend.post_process(backend.encode("x", add_special_tokens=False)).ids
     for start in range(len(framed) - len(marker) + 1):
@@ -30,7 +30,7 @@ def _special_frame(engine) -> tuple[list[int], list[int]]:
 
 def late_chunk(engine, chunks: Sequence[str], max_tokens: int) -> tuple[np.ndarray, list[int]]:
     """-> (vectors [n_chunks, dims] un-normalized, tokens per chunk)."""
-    backend = engine.text_tokenizer._backend
+    backend = engine.text_tokenizer.backend
     pieces = [enc.ids for enc in backend.encode_batch(list(chunks), add_special_tokens=False)]
     prefix, suffix = _special_frame(engine)
     content = [tok for piece in pieces for tok in piece]

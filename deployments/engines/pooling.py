@@ -1,8 +1,7 @@
-"""Pooling of token states into one vector, and the output post-processing every recipe shares."""
+"""Pooling of token states into one vector (cls, mean or last real token)."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -21,14 +20,3 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
         last = torch.where(mask.bool(), positions, torch.full_like(positions, -1)).max(dim=1).values
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     raise ValueError(f"unknown pooling mode {mode!r}")
-
-
-def finalize(vector: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
-    """Matryoshka cut first, then L2-normalize the kept prefix (a cut unit vector is no longer unit)."""
-    out = vector[:dimensions] if dimensions else vector
-    out = out.astype(np.float32, copy=True)
-    if normalize:
-        norm = float(np.linalg.norm(out))
-        if norm > 0:
-            out /= norm
-    return out

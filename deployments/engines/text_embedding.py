@@ -1,13 +1,14 @@
 """Text embedding engine: encoder (BERT / XLM-R) and decoder (Qwen3-Embedding) recipes.
 
 Plain torch + transformers, no Ray: the same object is used by the Ray deployment, the tests and the
-benchmarks. `tokenize` and `embed` are separate so a server can tokenize one batch while the model
-computes the previous one.
+benchmarks. `prepare` (tokenize) and `forward` are separate so a server can tokenize one batch while the
+model computes the previous one. Speaks engines/protocol.py.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,9 +16,11 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from deployments.engines.batching import pad_batch, plan_micro_batches
 from deployments.engines.facts import ModelFacts, read_facts
+from deployments.engines.late_chunking import late_chunk
+from deployments.engines.micro_batches import pad_batch, plan_micro_batches
 from deployments.engines.pooling import pool
+from deployments.engines.protocol import Capabilities, EmbeddingOutput, EngineOptions
 from deployments.engines.runtime import Runtime, choose_runtime
 from deployments.engines.source import resolve_source
 from deployments.engines.tokenization import TextTokenizer, Tokens
@@ -88,9 +91,38 @@ class TextEmbeddingEngine:
             self.runtime.attn_implementation,
         )
 
+    @classmethod
+    def load(cls, source: str, options: EngineOptions) -> TextEmbeddingEngine:
+        recipe = TextEmbeddingRecipe(pooling=options.pooling, **options.recipe)
+        return cls(
+            source,
+            recipe,
+            runtime=options.runtime,
+            max_tokens=options.max_tokens,
+            max_batch_tokens=options.max_batch_tokens,
+            trust_remote_code=options.trust_remote_code,
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            max_tokens=self.max_tokens,
+            dimensions=self.dimensions,
+            token_ids=True,
+            late_chunking=self.pooling == "mean",
+        )
+
     # -- tokenize ---------------------------------------------------------------------------------
-    def tokenize(self, texts: Sequence[str], truncate: bool = False, direction: str = "right") -> list[Tokens]:
-        return self.text_tokenizer.encode(texts, truncate=truncate, direction=direction)
+    def prepare(self, inputs: Sequence[str], truncate: bool = False, direction: str = "right") -> list[Tokens]:
+        """Token ids per text; over-long ones are cut only when `truncate` (the caller refuses the rest)."""
+        return self.text_tokenizer.encode(inputs, truncate=truncate, direction=direction)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [t.ids for t in self.prepare(texts)]
+
+    def late_chunk(self, chunks: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+        """Chunks of one document, encoded together: (raw vectors [n, dims], tokens per chunk)."""
+        return late_chunk(self, chunks, self.max_tokens)
 
     # -- forward ----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -104,7 +136,7 @@ class TextEmbeddingEngine:
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def embed(self, items: Sequence[Tokens]) -> np.ndarray:
+    def pooled(self, items: Sequence[Tokens]) -> np.ndarray:
         """Pooled, un-normalized vectors [n, dims] float32, in the order given."""
         out = np.empty((len(items), self.dimensions), dtype=np.float32)
         for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
@@ -112,6 +144,10 @@ class TextEmbeddingEngine:
             pooled = pool(hidden, mask, self.pooling).float().cpu().numpy()
             out[group] = pooled
         return out
+
+    def forward(self, items: Sequence[Tokens]) -> list[EmbeddingOutput]:
+        """The protocol's raw outputs: one un-normalized dense vector per item."""
+        return [EmbeddingOutput(dense=row) for row in self.pooled(items)]
 
     def _forward(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = pad_batch(sequences, self.pad_id, self.padding_side)
@@ -122,8 +158,6 @@ class TextEmbeddingEngine:
 
 
 def _is_dir(path: str) -> bool:
-    import os
-
     return os.path.isdir(path)
 
 

@@ -22,6 +22,11 @@ class Tokens:
     def truncated(self) -> bool:
         return self.full_length > len(self.ids)
 
+    @property
+    def cost(self) -> int:
+        """What a batch pays for this input: its length in tokens."""
+        return len(self.ids)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -45,6 +50,11 @@ class TextTokenizer:
         self.num_special = backend.num_special_tokens_to_add(False)
         if required_suffix_id is not None and not self._suffix_added_by_tokenizer:
             self.num_special += 1
+
+    @property
+    def backend(self):
+        """The `tokenizers` backend (no truncation, no padding), for callers that frame ids themselves."""
+        return self._backend
 
     def encode(self, texts: Sequence[str], truncate: bool = False, direction: str = "right") -> list[Tokens]:
         """Tokenize; over-long inputs are cut only when `truncate` (else returned whole, to be refused)."""

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from deployments.media import Video, VideoSampling
+from deployments.engines.visual_inputs import Video, VideoSampling
 
 
 class VLInputError(ValueError):
@@ -78,7 +78,7 @@ class PatchGeometry:
 
 
 def video_sampling(limits: VisionLimits, geometry: PatchGeometry) -> VideoSampling:
-    """The media module's frame sampling for this model (fps, frame counts, pixel budget)."""
+    """The media intake's frame sampling for this model (fps, frame counts, pixel budget)."""
     f2 = geometry.factor**2
     return VideoSampling(
         fps=limits.fps,

@@ -1,4 +1,8 @@
-"""What the router sends a model deployment and what comes back (Python objects over Ray, not HTTP)."""
+"""The calls a model deployment answers and its replies: the contract between the router and the models.
+
+Python objects sent over Ray handles, not HTTP: the router builds a call from a validated request and its
+policy, a deployment answers it. Every deployment shell takes these and nothing else.
+"""
 
 from __future__ import annotations
 

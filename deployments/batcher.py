@@ -22,7 +22,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.engines.batching import plan_micro_batches
+from deployments.engines.micro_batches import plan_micro_batches
 from deployments.metrics import ModelMetrics
 
 log = logging.getLogger("ray.serve")

@@ -1,16 +1,29 @@
-"""What every model deployment does the same way: threads, engine options, Serve options."""
+"""What every local model deployment does the same way: load the family's engine, threads, token-budget
+batching, live batching updates, per-item failure isolation and describe().
+
+A deployment shell (deployments/embedding.py, deployments/reranking.py) adds only the call it answers. The
+engine is found through the family registry and spoken to through engines/protocol.py, never by probing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from serve_app.config import ModelSpec
+import ray
+
+from deployments.batcher import TokenBudgetBatcher, run_isolated
+from deployments.errors import InferenceFailed, ServiceError
+from deployments.metrics import ModelMetrics
+from deployments.spec import BatchingConfig, ModelSpec
 
 log = logging.getLogger("ray.serve")
+
+ENGINES_PACKAGE = "deployments.engines"
 
 
 class Executors:
@@ -31,15 +44,35 @@ class Executors:
         return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
 
 
-def engine_runtime(spec: ModelSpec):
-    """Device/dtype/attention and CPU threads for this replica (imports torch: replica side only)."""
+def engine_class(spec: ModelSpec) -> type:
+    """The engine class the family registry names (`module:Class` under deployments.engines)."""
+    module_name, _, class_name = (spec.recipe.engine_for(spec.outputs or ()) or "").partition(":")
+    if not module_name or not class_name:
+        raise ValueError(f"family {spec.family} runs no local engine")
+    return getattr(importlib.import_module(f"{ENGINES_PACKAGE}.{module_name}"), class_name)
+
+
+def load_engine(spec: ModelSpec):
+    """Load this replica's engine: runtime (device, dtype, attention, CPU threads, GPU share) + recipe."""
+    from deployments.engines.protocol import EngineOptions
     from deployments.engines.runtime import cap_gpu_memory, choose_runtime, set_cpu_threads
 
     runtime = choose_runtime(spec.device, spec.dtype, spec.attn_implementation)
-    threads = spec.deployment.torch_threads or max(1, round(spec.deployment.num_cpus))
-    set_cpu_threads(threads)
+    set_cpu_threads(spec.deployment.torch_threads or max(1, round(spec.deployment.num_cpus)))
     cap_gpu_memory(runtime, spec.deployment.num_gpus)
-    return runtime
+    v = spec.vision
+    options = EngineOptions(
+        runtime=runtime,
+        max_tokens=spec.max_tokens,
+        max_batch_tokens=spec.batching.max_batch_tokens,
+        trust_remote_code=spec.trust_remote_code,
+        pooling=spec.pooling,
+        default_instruction=spec.default_instruction,
+        outputs=tuple(spec.outputs or ("dense",)),
+        vision=v.model_dump() if spec.recipe.multimodal else {},
+        recipe=dict(spec.recipe.engine_options),
+    )
+    return engine_class(spec).load(spec.source, options)
 
 
 def serve_options(spec: ModelSpec) -> dict[str, Any]:
@@ -66,8 +99,6 @@ def serve_options(spec: ModelSpec) -> dict[str, Any]:
 
 def replica_facts(spec: ModelSpec, **extra: Any) -> dict[str, Any]:
     """Where this replica runs and what it loaded (for /ready, placement checks and debugging)."""
-    import ray
-
     ctx = ray.get_runtime_context()
     return {
         "name": spec.name,
@@ -79,18 +110,17 @@ def replica_facts(spec: ModelSpec, **extra: Any) -> dict[str, Any]:
 
 
 class BatchedModel:
-    """The shell every model deployment shares: engine, threads, token-budget batcher, live batching
-    updates, per-item failure mapping and describe(). Subclasses give `build_engine` and `_forward`."""
+    """The shell every local model deployment shares: engine, threads, token-budget batcher, live batching
+    updates, per-item failure mapping and describe()."""
 
     prep_threads = 2
 
     def __init__(self, spec: dict) -> None:
-        from deployments.batching import TokenBudgetBatcher
-        from deployments.metrics import ModelMetrics
-
         self.spec = ModelSpec.model_validate(spec)
-        self.engine = self.build_engine(self.spec)
-        self.executors = Executors(self.spec.name, prep_threads=self.prep_threads)
+        self.engine = load_engine(self.spec)
+        self.capabilities = self.engine.capabilities
+        prep_threads = 4 if self.spec.recipe.multimodal else self.prep_threads  # media decoding is I/O bound
+        self.executors = Executors(self.spec.name, prep_threads=prep_threads)
         b = self.spec.batching
         self.batcher = TokenBudgetBatcher(
             self._run_batch,
@@ -101,32 +131,25 @@ class BatchedModel:
             metrics=ModelMetrics(self.spec.name),
         )
 
-    def build_engine(self, spec: ModelSpec):
-        raise NotImplementedError
-
-    def _forward(self, items: list) -> list:
-        raise NotImplementedError
-
     def reconfigure(self, user_config: dict) -> None:
         """Serve's user_config: batching settings, applied live."""
-        from serve_app.config import BatchingConfig
-
         b = BatchingConfig.model_validate(user_config.get("batching", {}))
         self.engine.max_batch_tokens = b.max_batch_tokens
         self.batcher.configure(b.max_batch_tokens, b.max_batch_size, b.batch_wait_timeout_s)
         log.info("%s batching: %s", self.spec.name, b.model_dump())
 
     async def _run_batch(self, items: list) -> list:
-        from deployments.batching import run_isolated
-        from serve_app.errors import ServiceError
-
-        results = await self.executors.run_model(run_isolated, self._forward, items)
+        results = await self.executors.run_model(run_isolated, self.engine.forward, items)
         return [
-            ServiceError(f"inference failed: {r}", status=500, type="server_error", code="inference_failed")
+            InferenceFailed(f"inference failed: {r}")
             if isinstance(r, Exception) and not isinstance(r, ServiceError)
             else r
             for r in results
         ]
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        """The model's own token ids for plain texts (what /tokenize shows)."""
+        return self.engine.token_ids(texts)
 
     def check_health(self) -> None:
         """Serve calls this periodically; a replica whose model thread is gone is replaced."""
@@ -136,8 +159,9 @@ class BatchedModel:
     def describe(self) -> dict:
         return replica_facts(
             self.spec,
-            max_tokens=self.engine.max_tokens,
-            dimensions=getattr(self.engine, "dimensions", None),
+            max_tokens=self.capabilities.max_tokens,
+            dimensions=self.capabilities.dimensions,
+            outputs=list(self.capabilities.outputs),
             computed_items=self.batcher.computed_items,
             batching=self.batcher.settings(),
         )

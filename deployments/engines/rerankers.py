@@ -1,9 +1,9 @@
 """Reranking engines: score (query, document) pairs. No Ray.
 
 - CrossEncoderEngine (bge-reranker-v2-m3): XLM-R sequence classifier, pair `<s>q</s></s>d</s>`, only the
-  document is cut to fit the model's limit, one logit, sigmoid -> [0, 1].
+  document is cut to fit the model's limit, one logit (sigmoid -> [0, 1] in engines/postprocess.py).
 - Qwen3RerankerEngine (Qwen3-Reranker 0.6B/4B/8B): causal LM asked "yes" or "no" inside the official
-  judge template; score = softmax([no, yes]) at the last position = P(yes).
+  judge template; logit = yes - no at the last position (its sigmoid is softmax([no, yes]) at yes = P(yes)).
 
 Both tokenize a pair into one `Tokens` item and score lists of items in length-sorted micro-batches,
 so a deployment can batch pairs of many requests by tokens, like embeddings.
@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from deployments.engines.batching import pad_batch, plan_micro_batches
 from deployments.engines.facts import read_facts
+from deployments.engines.micro_batches import pad_batch, plan_micro_batches
+from deployments.engines.protocol import Capabilities, EngineOptions, InputError
 from deployments.engines.runtime import Runtime, choose_runtime
 from deployments.engines.source import resolve_source
 from deployments.engines.tokenization import Tokens
@@ -67,22 +68,51 @@ class _PairEngine:
             out.append(text[: enc.offsets[max_tokens - 1][1]] if len(enc.ids) > max_tokens else text)
         return out
 
+    @classmethod
+    def load(cls, source: str, options: EngineOptions) -> _PairEngine:
+        return cls(
+            source,
+            runtime=options.runtime,
+            max_tokens=options.max_tokens,
+            max_batch_tokens=options.max_batch_tokens,
+            **cls._recipe_options(options),
+        )
+
+    @staticmethod
+    def _recipe_options(options: EngineOptions) -> dict:
+        return {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(max_tokens=self.max_tokens, dimensions=None, outputs=(), token_ids=True)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self._backend.encode_batch(list(texts), add_special_tokens=True)]
+
+    def prepare_pairs(
+        self,
+        query: str,
+        documents: Sequence[str],
+        instruction: str | None = None,
+        max_tokens_per_doc: int | None = None,
+    ) -> list[Tokens]:
+        """One `Tokens` item per (query, document) pair, documents first cut to `max_tokens_per_doc` tokens."""
+        return self._pairs(query, self.clip(documents, max_tokens_per_doc), instruction)
+
+    def _pairs(self, query: str, documents: Sequence[str], instruction: str | None) -> list[Tokens]:
+        raise NotImplementedError
+
     @torch.inference_mode()
-    def score(self, items: Sequence[Tokens], raw: bool = False) -> np.ndarray:
-        """Relevance per pair, in the order given: probabilities in [0, 1], or the raw logit when `raw`."""
+    def forward(self, items: Sequence[Tokens]) -> np.ndarray:
+        """Relevance logits per pair, in the order given (engines/postprocess.py turns them into scores)."""
         out = np.empty(len(items), dtype=np.float32)
         for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
             ids, mask = pad_batch([items[i].ids for i in group], self.pad_id, self.padding_side)
-            logits = self._logits(ids.to(self.runtime.device), mask.to(self.runtime.device)).float().cpu()
-            out[group] = (logits if raw else self._to_probability(logits)).numpy()
+            out[group] = self._logits(ids.to(self.runtime.device), mask.to(self.runtime.device)).float().cpu().numpy()
         return out
 
     def _logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    @staticmethod
-    def _to_probability(logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)
 
 
 class CrossEncoderEngine(_PairEngine):
@@ -105,8 +135,10 @@ class CrossEncoderEngine(_PairEngine):
         self.max_tokens = int(max_tokens or facts.max_tokens or 512)
         self.num_special = self._backend.num_special_tokens_to_add(True)
 
-    def tokenize_pairs(self, query: str, documents: Sequence[str]) -> list[Tokens]:
+    def _pairs(self, query: str, documents: Sequence[str], instruction: str | None) -> list[Tokens]:
         """`<s> q </s></s> d </s>`; only the document is cut to fit (the query must fit by itself)."""
+        if instruction is not None:
+            raise InputError("a cross-encoder takes no instruction")
         q = self._backend.encode(query, add_special_tokens=False)
         budget = self.max_tokens - self.num_special - len(q.ids)
         if budget < 1:
@@ -157,7 +189,11 @@ class Qwen3RerankerEngine(_PairEngine):
             raise ValueError(f"tokenizer has no single '{token}' token")
         return int(tid)
 
-    def tokenize_pairs(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[Tokens]:
+    @staticmethod
+    def _recipe_options(options: EngineOptions) -> dict:
+        return {"default_instruction": options.default_instruction}
+
+    def _pairs(self, query: str, documents: Sequence[str], instruction: str | None) -> list[Tokens]:
         """prefix + tokens(`<Instruct>: ..\\n<Query>: ..\\n<Document>: ..`) cut from the right + suffix."""
         instruction = instruction or self.default_instruction
         budget = self.max_tokens - len(self.prefix_ids) - len(self.suffix_ids)
@@ -177,14 +213,11 @@ class Qwen3RerankerEngine(_PairEngine):
         pair = hidden @ self.judge.to(hidden.dtype).T  # [B, 2] = logits of (no, yes)
         return pair[:, 1] - pair[:, 0]  # log-odds of "yes"
 
-    @staticmethod
-    def _to_probability(logits: torch.Tensor) -> torch.Tensor:
-        # softmax over [no, yes] taken at yes == sigmoid(yes - no)
-        return torch.sigmoid(logits)
 
-
-class QueryTooLong(ValueError):
+class QueryTooLong(InputError):
     def __init__(self, needed: int, limit: int) -> None:
-        super().__init__(f"the query needs at least {needed} tokens with a document; the model's limit is {limit}")
+        super().__init__(
+            f"the query needs at least {needed} tokens with a document; the model's limit is {limit}", too_long=True
+        )
         self.needed = needed
         self.limit = limit

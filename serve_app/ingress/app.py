@@ -1,0 +1,33 @@
+"""The FastAPI app of one ingress: built by a function, per application, from that application's settings.
+
+Limits and API keys are held by this app instance (its middleware and its endpoint closures), so two
+ingress applications in one process never share them.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from serve_app.config import Limits
+from serve_app.ingress.dispatch import Dispatcher
+from serve_app.ingress.endpoints import chunk, embeddings, models, rerank, tokenize
+from serve_app.ingress.errors import install_handlers
+from serve_app.ingress.middleware import IngressMiddleware
+
+ENDPOINTS = (embeddings, rerank, chunk, tokenize, models)
+
+
+def create_app(dispatcher: Dispatcher, limits: Limits, api_keys: list[bytes]) -> FastAPI:
+    app = FastAPI(
+        title="embedserve",
+        version="0.1.0",
+        description="Embeddings and reranking for many models behind one OpenAI/Jina/Cohere-compatible endpoint.",
+    )
+    for endpoint in ENDPOINTS:
+        endpoint.register(app, dispatcher, limits)
+    install_handlers(app)
+    routes = [getattr(r, "path", "") for r in app.routes]
+    app.add_middleware(IngressMiddleware, keys=api_keys, max_body_bytes=limits.max_body_bytes, routes=routes)
+    app.state.dispatcher = dispatcher
+    app.state.limits = limits
+    return app

@@ -1,0 +1,69 @@
+"""Dispatch by model name: the served specs and one cached handle per (model, method), calls under a deadline.
+
+Built once per router replica (Ray Serve LLM's ingress does the same: `handle.options(...)` makes a new handle
+each time, so the options are applied once at start-up). Every failure of a call leaves as a domain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ray.serve.handle import DeploymentHandle
+
+from deployments.calls import EmbedCall, EmbedReply, RerankCall, RerankReply
+from deployments.errors import DeadlineExceeded, NotFound
+from deployments.spec import ModelSpec
+from serve_app.ingress.errors import from_ray
+
+METHODS = ("embed", "rerank", "tokenize", "describe")
+
+
+def unknown_model(name: str, available: list[str]) -> NotFound:
+    return NotFound(
+        f"The model '{name}' does not exist. Available models: {', '.join(sorted(available))}.", param="model"
+    )
+
+
+async def _awaited(response) -> Any:
+    return await response
+
+
+class Dispatcher:
+    def __init__(self, specs: dict[str, ModelSpec], handles: dict[str, DeploymentHandle], timeout_s: float) -> None:
+        self.specs = specs
+        self.timeout_s = timeout_s
+        self._handles = {
+            method: {name: h.options(method_name=method) for name, h in handles.items()} for method in METHODS
+        }
+
+    def spec(self, name: str) -> ModelSpec:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise unknown_model(name, list(self.specs))
+        return spec
+
+    async def embed(self, name: str, call: EmbedCall) -> EmbedReply:
+        return await self._call(self._handles["embed"][name].remote(call))
+
+    async def rerank(self, name: str, call: RerankCall) -> RerankReply:
+        return await self._call(self._handles["rerank"][name].remote(call))
+
+    async def tokenize(self, name: str, texts: list[str]) -> list[list[int]]:
+        return await self._call(self._handles["tokenize"][name].remote(texts))
+
+    async def describe(self, name: str, timeout_s: float) -> dict:
+        return await asyncio.wait_for(_awaited(self._handles["describe"][name].remote()), timeout=timeout_s)
+
+    async def _call(self, response) -> Any:
+        """Await a deployment's answer within the request deadline; map every failure to a domain error."""
+        try:
+            return await asyncio.wait_for(_awaited(response), timeout=self.timeout_s)
+        except TimeoutError:
+            response.cancel()  # frees the model's queue slots for this request
+            raise DeadlineExceeded(f"The request took longer than {self.timeout_s:g} s.") from None
+        except asyncio.CancelledError:
+            response.cancel()  # the client went away: drop its queued items too
+            raise
+        except Exception as exc:
+            raise from_ray(exc) from None

@@ -1,0 +1,148 @@
+"""One ASGI layer in front of the routes: metrics, API-key check and body-size limit, in that order.
+
+One plain ASGI wrapper rather than three (or Starlette's `@app.middleware`, which runs every request through
+an extra task and a streaming response): a cost paid on each of thousands of small embedding requests.
+Limits and keys come from the application instance that owns this layer, never from module state.
+
+- Metrics: requests and latency per route and status (Ray's metrics, ray_ prefix). Routes the app does not
+  know are counted as "other", so random paths cannot grow the number of series.
+- Auth: `Authorization: Bearer <key>`, compared in constant time against every key; public paths exempt.
+- Body limit: a declared Content-Length over the limit is refused before reading; a streamed body is cut
+  off as soon as it passes the limit. Both answer 413 in the service's error envelope.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Iterable
+
+from serve_app.ingress.errors import error_body
+
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_LATENCY_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+
+_UNAUTHORIZED = error_body(
+    "Missing or invalid API key: send `Authorization: Bearer <key>`.", "authentication_error", code="invalid_api_key"
+)
+
+
+def load_keys(literal: list[str], env_var: str | None) -> list[bytes]:
+    keys = [k for k in literal if k]
+    if env_var and os.environ.get(env_var):
+        keys += [k.strip() for k in os.environ[env_var].split(",") if k.strip()]
+    return [k.encode() for k in keys]
+
+
+def key_matches(presented: bytes, keys: list[bytes]) -> bool:
+    """Every key is compared (constant time each), so timing says nothing about which key nearly matched."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key)
+    return matched
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from ray.serve import metrics
+
+        keys = ("route", "status")
+        self.requests = metrics.Counter("embedserve_http_requests_total", "HTTP requests answered.", keys)
+        self.latency = metrics.Histogram(
+            "embedserve_http_request_seconds", "Router time per HTTP request.", _LATENCY_BOUNDS, keys
+        )
+
+
+async def _answer(send, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class IngressMiddleware:
+    def __init__(self, app, *, keys: list[bytes], max_body_bytes: int, routes: Iterable[str] = ()) -> None:
+        self.app = app
+        self.keys = keys
+        self.max_body_bytes = max_body_bytes
+        self.routes = frozenset(routes)
+        self._metrics: _Metrics | None = None  # created in the replica, on first use
+        self._too_large = error_body(
+            f"Request body is larger than {max_body_bytes} bytes (max_body_bytes).",
+            "invalid_request_error",
+            code="payload_too_large",
+        )
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_and_note(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, send_and_note, path)
+        finally:
+            if self._metrics is None:
+                self._metrics = _Metrics()
+            tags = {"route": path if path in self.routes else "other", "status": str(status)}
+            self._metrics.requests.inc(tags=tags)
+            self._metrics.latency.observe(time.perf_counter() - start, tags=tags)
+
+    async def _guarded(self, scope, receive, send, path: str) -> None:
+        declared = 0
+        presented = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+            elif name == b"authorization" and not presented:
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer":
+                    presented = token.strip()
+        if self.keys and path not in PUBLIC_PATHS and not (presented and key_matches(presented, self.keys)):
+            await _answer(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
+            return
+        if declared > self.max_body_bytes:
+            await _answer(send, 413, self._too_large)
+            return
+        await self._body_limited(scope, receive, send)
+
+    async def _body_limited(self, scope, receive, send) -> None:
+        """Run the app with the body counted as it streams in; past the limit it sees a disconnect instead."""
+        limit = self.max_body_bytes
+        state = {"received": 0, "over": False, "started": False}
+
+        async def limited_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    state["over"] = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if state["over"]:
+                return  # the app's answer to a cut-off body is replaced by the 413 below
+            state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not state["over"]:
+                raise
+        if state["over"] and not state["started"]:
+            await _answer(send, 413, self._too_large)
