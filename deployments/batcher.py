@@ -23,6 +23,7 @@ from typing import Any
 from ray import serve
 
 from deployments.engines.micro_batches import plan_micro_batches
+from deployments.errors import DeadlineExceeded
 from deployments.metrics import ModelMetrics
 
 log = logging.getLogger("ray.serve")
@@ -35,6 +36,7 @@ class BatchItem:
     tokens: int = 0
     enqueued: float = 0.0
     cancelled: bool = False  # its caller went away (deadline, disconnect): skip it, do not compute it
+    deadline: float | None = None  # time.time() after which nobody waits for it: skip it, answer DeadlineExceeded
 
 
 def _settle(futures: Sequence[asyncio.Future], failure: BaseException) -> None:
@@ -114,6 +116,10 @@ class TokenBudgetBatcher:
 
     async def _compute(self, group: list[tuple[list[BatchItem], list[asyncio.Future]]]) -> None:
         pairs = [(item, future) for items, futures in group for item, future in zip(items, futures, strict=True)]
+        now = time.time()
+        for item, future in pairs:
+            if item.deadline is not None and now > item.deadline and not future.done():
+                future.set_exception(DeadlineExceeded("The request ran past its deadline before its turn."))
         live = [(item, future) for item, future in pairs if not item.cancelled and not future.done()]
         self.computed_items += len(live)
         if not live:
@@ -155,8 +161,10 @@ class TokenBudgetBatcher:
     def cost(self, tokens: int) -> int:
         return min(self.max_batch_size, max(1, math.ceil(tokens / self._slot_tokens)))
 
-    async def submit(self, payload: Any, tokens: int) -> Any:
-        item = BatchItem(payload=payload, cost=self.cost(tokens), tokens=tokens, enqueued=time.monotonic())
+    async def submit(self, payload: Any, tokens: int, deadline: float | None = None) -> Any:
+        item = BatchItem(
+            payload=payload, cost=self.cost(tokens), tokens=tokens, enqueued=time.monotonic(), deadline=deadline
+        )
         try:
             result = await (await self._batched(item))
         except asyncio.CancelledError:
@@ -166,9 +174,13 @@ class TokenBudgetBatcher:
             raise result
         return result
 
-    async def submit_all(self, payloads: Sequence[Any], tokens: Sequence[int]) -> list[Any]:
+    async def submit_all(
+        self, payloads: Sequence[Any], tokens: Sequence[int], deadline: float | None = None
+    ) -> list[Any]:
         try:
-            results = await asyncio.gather(*(self.submit(p, n) for p, n in zip(payloads, tokens, strict=True)))
+            results = await asyncio.gather(
+                *(self.submit(p, n, deadline) for p, n in zip(payloads, tokens, strict=True))
+            )
         except asyncio.CancelledError:
             self._count("cancelled")
             raise

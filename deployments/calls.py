@@ -26,6 +26,7 @@ class EmbedCall:
     instruction: str | None = None
     outputs: tuple[str, ...] = ("dense",)
     sparse_tokens: bool = False
+    deadline: float | None = None  # time.time() after which nobody waits for the answer: skip its inputs
 
 
 @dataclass(slots=True)

@@ -13,9 +13,9 @@ from ray import serve
 from deployments.calls import EmbedCall, EmbedReply
 from deployments.engines.postprocess import finalize_rows
 from deployments.engines.protocol import InputError
-from deployments.errors import InvalidRequest
+from deployments.errors import InvalidRequest, ServiceError
 from deployments.media_inputs import decode_items
-from deployments.shell import BatchedModel
+from deployments.shell import BatchedModel, answer_each, past_deadline
 
 # Requests up to this many characters are tokenized on the event loop: for a sentence or two the hop to a
 # prep thread costs more than the tokenizer; longer ones go to the thread so the loop keeps accepting.
@@ -40,14 +40,18 @@ def input_error(exc: InputError, param: str) -> InvalidRequest:
 
 @serve.deployment
 class EmbeddingDeployment(BatchedModel):
+    async def embed_many(self, calls: list[EmbedCall]) -> list[EmbedReply | ServiceError]:
+        return await answer_each(self.embed, calls)
+
     async def embed(self, call: EmbedCall) -> EmbedReply:
+        past_deadline(call.deadline)
         if call.late_chunking:
             return await self._late_chunk(call)
         if call.items is not None or sum(len(t) for t in call.texts) > INLINE_TOKENIZE_CHARS:
             prepared = await self.executors.run_prep(self._prepare, call)
         else:
             prepared = self._prepare(call)
-        rows = await self.batcher.submit_all(prepared, [p.cost for p in prepared])
+        rows = await self.batcher.submit_all(prepared, [p.cost for p in prepared], call.deadline)
         return self._reply(call, prepared, rows)
 
     def _prepare(self, call: EmbedCall) -> list:

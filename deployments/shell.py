@@ -11,13 +11,14 @@ import asyncio
 import importlib
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
 
 from deployments.batcher import TokenBudgetBatcher, run_isolated
-from deployments.errors import InferenceFailed, ServiceError
+from deployments.errors import Cancelled, DeadlineExceeded, InferenceFailed, ServiceError
 from deployments.metrics import ModelMetrics
 from deployments.spec import BatchingConfig, ModelSpec
 
@@ -85,6 +86,7 @@ def serve_options(spec: ModelSpec) -> dict[str, Any]:
         "max_ongoing_requests": d.max_ongoing_requests or max(4 * b.max_batch_size, 16),
         "max_queued_requests": d.max_queued_requests,
         "user_config": {"batching": b.model_dump()},
+        "logging_config": {"enable_access_log": d.access_log},
     }
     if d.autoscaling_config is not None:
         opts["autoscaling_config"] = d.autoscaling_config
@@ -107,6 +109,26 @@ def replica_facts(spec: ModelSpec, **extra: Any) -> dict[str, Any]:
         "pid": os.getpid(),
         **extra,
     }
+
+
+async def answer_each(answer, calls: list) -> list:
+    """One downstream call that carries several callers' calls (the router's coalescer): each call answered on
+    its own, as if sent alone; a failure stays with its call (a ServiceError in its place)."""
+    results = await asyncio.gather(*(answer(call) for call in calls), return_exceptions=True)
+    out = []
+    for r in results:
+        if isinstance(r, asyncio.CancelledError):
+            r = Cancelled("The request was cancelled.")
+        elif isinstance(r, BaseException) and not isinstance(r, ServiceError):
+            log.error("call failed: %r", r)
+            r = InferenceFailed(f"inference failed: {r}")
+        out.append(r)
+    return out
+
+
+def past_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.time() > deadline:
+        raise DeadlineExceeded("The request ran past its deadline before the model got to it.")
 
 
 class BatchedModel:

@@ -49,6 +49,11 @@ class DeploymentConfig(_Strict):
     health_check_period_s: float | None = None
     health_check_timeout_s: float | None = None
     graceful_shutdown_timeout_s: float | None = None
+    access_log: bool = Field(
+        False,
+        description="Serve's INFO line per request (off by default: on a busy replica it is a measurable share "
+        "of the per-request CPU, and every line travels to the driver's log)",
+    )
 
 
 class VisionConfig(_Strict):

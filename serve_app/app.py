@@ -24,6 +24,7 @@ def build_app(args: dict[str, Any]) -> Application:
         "name": "router",
         "ray_actor_options": {"num_cpus": cfg.router.num_cpus},
         "max_ongoing_requests": cfg.router.max_ongoing_requests or 1024,
+        "logging_config": {"enable_access_log": cfg.router.access_log},
     }
     if cfg.router.autoscaling_config is not None:
         router_opts["autoscaling_config"] = cfg.router.autoscaling_config

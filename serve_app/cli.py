@@ -25,6 +25,10 @@ LOCAL_ENV = {
     # They hold for any topology, so cluster/Dockerfile sets them too.
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    # OpenMP threads sleep as soon as a parallel region ends instead of spinning for a while: between two
+    # forward passes a spinning torch thread burns a core the router and the tokenizer need (measured by
+    # `python -m bench.cost`).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 # For Ray's workers only (Serve's replicas, proxy, controller), never for this process or its children: Serve's

@@ -8,9 +8,10 @@ import httpx
 from ray import serve
 
 from deployments.calls import EmbedCall, EmbedReply
+from deployments.errors import ServiceError
 from deployments.remote.embedder import RemoteEmbedder
 from deployments.remote.target import parse_source, resolve_api_key
-from deployments.shell import replica_facts
+from deployments.shell import answer_each, past_deadline, replica_facts
 from deployments.spec import BatchingConfig, ModelSpec
 
 log = logging.getLogger("ray.serve")
@@ -41,7 +42,11 @@ class RemoteEmbeddingDeployment:
         b = BatchingConfig.model_validate(user_config.get("batching", {}))
         self.remote.chunk_size = b.max_batch_size
 
+    async def embed_many(self, calls: list[EmbedCall]) -> list[EmbedReply | ServiceError]:
+        return await answer_each(self.embed, calls)
+
     async def embed(self, call: EmbedCall) -> EmbedReply:
+        past_deadline(call.deadline)
         return await self.remote.embed(call)
 
     def describe(self) -> dict:

@@ -23,11 +23,18 @@ def create_app(dispatcher: Dispatcher, limits: Limits, api_keys: list[bytes]) ->
         version="0.1.0",
         description="Embeddings and reranking for many models behind one OpenAI/Jina/Cohere-compatible endpoint.",
     )
+    fast_routes = {}
     for endpoint in ENDPOINTS:
-        endpoint.register(app, dispatcher, limits)
+        fast_routes.update(endpoint.register(app, dispatcher, limits) or {})
     install_handlers(app)
     routes = [getattr(r, "path", "") for r in app.routes]
-    app.add_middleware(IngressMiddleware, keys=api_keys, max_body_bytes=limits.max_body_bytes, routes=routes)
+    app.add_middleware(
+        IngressMiddleware,
+        keys=api_keys,
+        max_body_bytes=limits.max_body_bytes,
+        routes=routes,
+        fast_routes=fast_routes,
+    )
     app.state.dispatcher = dispatcher
     app.state.limits = limits
     return app

@@ -1,12 +1,14 @@
 """Dispatch by model name: the served specs and one cached handle per (model, method), calls under a deadline.
 
 Built once per router replica (Ray Serve LLM's ingress does the same: `handle.options(...)` makes a new handle
-each time, so the options are applied once at start-up). Every failure of a call leaves as a domain error.
+each time, so the options are applied once at start-up). Embedding calls go through a per-model coalescer
+(ingress/coalescing.py) and carry their deadline to the model. Every failure leaves as a domain error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
@@ -14,9 +16,10 @@ from ray.serve.handle import DeploymentHandle
 from deployments.calls import EmbedCall, EmbedReply, RerankCall, RerankReply
 from deployments.errors import DeadlineExceeded, NotFound
 from deployments.spec import ModelSpec
+from serve_app.ingress.coalescing import CallCoalescer
 from serve_app.ingress.errors import from_ray
 
-METHODS = ("embed", "rerank", "tokenize", "describe")
+METHODS = ("embed_many", "rerank", "tokenize", "describe")
 
 
 def unknown_model(name: str, available: list[str]) -> NotFound:
@@ -36,6 +39,9 @@ class Dispatcher:
         self._handles = {
             method: {name: h.options(method_name=method) for name, h in handles.items()} for method in METHODS
         }
+        self._embed = {
+            name: CallCoalescer(handle.remote, from_ray) for name, handle in self._handles["embed_many"].items()
+        }
 
     def spec(self, name: str) -> ModelSpec:
         spec = self.specs.get(name)
@@ -44,7 +50,15 @@ class Dispatcher:
         return spec
 
     async def embed(self, name: str, call: EmbedCall) -> EmbedReply:
-        return await self._call(self._handles["embed"][name].remote(call))
+        call.deadline = time.time() + self.timeout_s  # the model skips this call's inputs once it has passed
+        future = self._embed[name].submit(call)
+        try:
+            return await asyncio.wait_for(future, timeout=self.timeout_s)
+        except TimeoutError:
+            raise self._deadline_exceeded() from None
+
+    def _deadline_exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(f"The request took longer than {self.timeout_s:g} s.")
 
     async def rerank(self, name: str, call: RerankCall) -> RerankReply:
         return await self._call(self._handles["rerank"][name].remote(call))
@@ -61,7 +75,7 @@ class Dispatcher:
             return await asyncio.wait_for(_awaited(response), timeout=self.timeout_s)
         except TimeoutError:
             response.cancel()  # frees the model's queue slots for this request
-            raise DeadlineExceeded(f"The request took longer than {self.timeout_s:g} s.") from None
+            raise self._deadline_exceeded() from None
         except asyncio.CancelledError:
             response.cancel()  # the client went away: drop its queued items too
             raise

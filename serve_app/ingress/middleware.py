@@ -9,16 +9,26 @@ Limits and keys come from the application instance that owns this layer, never f
 - Auth: `Authorization: Bearer <key>`, compared in constant time against every key; public paths exempt.
 - Body limit: a declared Content-Length over the limit is refused before reading; a streamed body is cut
   off as soon as it passes the limit. Both answer 413 in the service's error envelope.
+- Fast routes (POST /v1/embeddings, /v1/rerank, /v2/rerank with a JSON content type): the body is parsed once,
+  straight into its validated request shape (pydantic from bytes), and handed to the endpoint's handler, with
+  no framework routing on the way. A body that does not validate is replayed to the FastAPI app, so every
+  error answer is exactly the framework's.
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from collections.abc import Iterable
 
-from serve_app.ingress.errors import error_body
+from pydantic import ValidationError
+
+from deployments.errors import ServiceError
+from serve_app.ingress.errors import error_body, error_response, plain_error
+
+log = logging.getLogger("ray.serve")
 
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 _LATENCY_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
@@ -60,9 +70,32 @@ async def _answer(send, status: int, body: bytes, extra: Iterable[tuple[bytes, b
     await send({"type": "http.response.body", "body": body})
 
 
+def _replay(body: bytes, receive):
+    """A receive() that hands the already-read body over once, then listens to the client again."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
 class IngressMiddleware:
-    def __init__(self, app, *, keys: list[bytes], max_body_bytes: int, routes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app,
+        *,
+        keys: list[bytes],
+        max_body_bytes: int,
+        routes: Iterable[str] = (),
+        fast_routes: dict | None = None,
+    ) -> None:
         self.app = app
+        self.fast_routes = fast_routes or {}
         self.keys = keys
         self.max_body_bytes = max_body_bytes
         self.routes = frozenset(routes)
@@ -101,12 +134,15 @@ class IngressMiddleware:
     async def _guarded(self, scope, receive, send, path: str) -> None:
         declared = 0
         presented = b""
+        json_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
+            elif name == b"content-type":
+                json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
             elif name == b"authorization" and not presented:
                 scheme, _, token = value.partition(b" ")
                 if scheme.lower() == b"bearer":
@@ -117,7 +153,42 @@ class IngressMiddleware:
         if declared > self.max_body_bytes:
             await _answer(send, 413, self._too_large)
             return
+        route = self.fast_routes.get(path) if json_body and scope.get("method") == "POST" else None
+        if route is not None:
+            await self._fast(route, scope, receive, send)
+            return
         await self._body_limited(scope, receive, send)
+
+    async def _fast(self, route, scope, receive, send) -> None:
+        """Parse the body once into the route's request shape and call its handler; replay anything else."""
+        shape, handler = route
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before its body arrived
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _answer(send, 413, self._too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            request = shape.model_validate_json(body)
+        except ValidationError:
+            await self.app(scope, _replay(body, receive), send)  # the framework words the 422
+            return
+        try:
+            response = await handler(request)
+        except ServiceError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("unhandled error")
+            response = plain_error(500, "Internal server error.", code="internal")
+        await response(scope, receive, send)
 
     async def _body_limited(self, scope, receive, send) -> None:
         """Run the app with the body counted as it streams in; past the limit it sees a disconnect instead."""

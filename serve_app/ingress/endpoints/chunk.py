@@ -10,12 +10,12 @@ from deployments.calls import EmbedCall
 from serve_app.chunking import plan_chunks, split_sentences
 from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
-from serve_app.ingress.endpoints.common import ERROR_RESPONSES, json_response, usage
+from serve_app.ingress.endpoints.common import ERROR_RESPONSES, FastRoutes, json_response, usage
 from serve_app.policy import bad_request, too_large
 from serve_app.schemas import ChunkRequest, ChunkResponse
 
 
-def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
+def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes:
     @app.post("/v1/chunk", response_model=ChunkResponse, responses=ERROR_RESPONSES)
     async def chunk(body: ChunkRequest) -> Response:
         spec = dispatcher.spec(body.model)
@@ -74,3 +74,5 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
             for item, vector in zip(out, vectors.vectors, strict=True):
                 item["embedding"] = vector
         return json_response({"object": "list", "model": spec.name, "chunks": out, "usage": usage(tokens)})
+
+    return {"/v1/chunk": (ChunkRequest, chunk)}

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from serve_app.ingress.encoding import dumps
 from serve_app.schemas import ErrorResponse
+
+# path -> (request shape, handler): the routes the ingress middleware may serve straight from the raw body
+FastRoutes = dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[Response]]]]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 404, 413, 422, 503)

@@ -11,14 +11,14 @@ from deployments.errors import ServiceError
 from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
 from serve_app.ingress.encoding import embeddings_response
-from serve_app.ingress.endpoints.common import ERROR_RESPONSES
+from serve_app.ingress.endpoints.common import ERROR_RESPONSES, FastRoutes
 from serve_app.policy import fallback_for, plan_embedding
 from serve_app.schemas import EmbeddingRequest, EmbeddingResponse
 
 log = logging.getLogger("ray.serve")
 
 
-def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
+def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes:
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, responses=ERROR_RESPONSES)
     async def embeddings(body: EmbeddingRequest) -> Response:
         spec = dispatcher.spec(body.model)
@@ -41,3 +41,5 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
             colbert=reply.colbert,
         )
         return Response(payload, media_type="application/json")
+
+    return {"/v1/embeddings": (EmbeddingRequest, embeddings)}

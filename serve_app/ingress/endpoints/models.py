@@ -12,7 +12,7 @@ from deployments.spec import ModelSpec
 from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
 from serve_app.ingress.encoding import dumps
-from serve_app.ingress.endpoints.common import json_response
+from serve_app.ingress.endpoints.common import FastRoutes, json_response
 from serve_app.schemas import Health, ModelCard, ModelList
 
 READY_PROBE_TIMEOUT_S = 5.0
@@ -39,7 +39,7 @@ def model_card(spec: ModelSpec, created: int) -> ModelCard:
     )
 
 
-def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
+def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes:
     created = int(time.time())
     models_body = dumps(
         ModelList(data=[model_card(s, created) for s in dispatcher.specs.values()]).model_dump(mode="json")
@@ -67,3 +67,5 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
         states = dict(zip(names, await asyncio.gather(*(probe(n) for n in names)), strict=True))
         ok = all(v == "ready" for v in states.values())
         return json_response({"status": "ready" if ok else "not_ready", "models": states}, 200 if ok else 503)
+
+    return {}  # GET routes: nothing to parse

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from deployments.spec import ModelSpec
 from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
-from serve_app.ingress.endpoints.common import ERROR_RESPONSES, json_response
+from serve_app.ingress.endpoints.common import ERROR_RESPONSES, FastRoutes, json_response
 from serve_app.policy import RerankPlan, plan_rerank
 from serve_app.schemas import CohereRerankRequest, CohereRerankResponse, RerankRequest, RerankResponse
 
@@ -31,7 +31,7 @@ async def ranked(dispatcher: Dispatcher, plan: RerankPlan, spec: ModelSpec) -> t
     return order, scores, tokens, model or spec.name
 
 
-def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
+def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes:
     @app.post("/v1/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
     async def rerank(body: RerankRequest) -> Response:
         spec = dispatcher.spec(body.model)
@@ -77,3 +77,5 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
         results = [{"index": i, "relevance_score": float(scores[i])} for i in order.tolist()]
         meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": tokens, "search_units": 1}}
         return json_response({"id": uuid.uuid4().hex, "results": results, "meta": meta})
+
+    return {"/v1/rerank": (RerankRequest, rerank), "/v2/rerank": (CohereRerankRequest, rerank_cohere_v2)}

@@ -7,12 +7,12 @@ from fastapi.responses import Response
 
 from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
-from serve_app.ingress.endpoints.common import ERROR_RESPONSES, json_response, usage
+from serve_app.ingress.endpoints.common import ERROR_RESPONSES, FastRoutes, json_response, usage
 from serve_app.policy import bad_request, check_texts, plan_embedding
 from serve_app.schemas import EmbeddingRequest, TokenizeRequest, TokenizeResponse
 
 
-def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
+def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes:
     @app.post("/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES)
     @app.post("/v1/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES, include_in_schema=False)
     async def tokenize(body: TokenizeRequest) -> Response:
@@ -36,3 +36,5 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> None:
         return json_response(
             {"object": "list", "model": spec.name, "max_tokens": spec.max_tokens, "data": data, "usage": usage(total)}
         )
+
+    return {"/tokenize": (TokenizeRequest, tokenize), "/v1/tokenize": (TokenizeRequest, tokenize)}
