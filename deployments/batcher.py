@@ -77,12 +77,7 @@ class TokenBudgetBatcher:
 
         async def _hand_over(items: list[BatchItem]) -> list[asyncio.Future]:
             # Serve drops items whose caller was cancelled (timeout, disconnect) before calling us.
-            loop = asyncio.get_running_loop()
-            futures = [loop.create_future() for _ in items]
-            self._waiting.append((items, futures))
-            if self._drainer is None or self._drainer.done():
-                self._drainer = loop.create_task(self._drain())
-            return futures
+            return self._enqueue(items)
 
         self._batched = serve.batch(
             max_batch_size=max_batch_size,
@@ -93,6 +88,14 @@ class TokenBudgetBatcher:
         self.max_concurrent_batches = max_concurrent_batches
         self.computed_items = 0
         self.configure(max_batch_tokens, max_batch_size, batch_wait_timeout_s)
+
+    def _enqueue(self, items: list[BatchItem]) -> list[asyncio.Future]:
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._waiting.append((items, futures))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        return futures
 
     async def _drain(self) -> None:
         try:
@@ -189,6 +192,34 @@ class TokenBudgetBatcher:
             raise
         self._count("ok")
         return list(results)
+
+    async def submit_group(self, calls: Sequence[tuple[Sequence[Any], Sequence[int], float | None]]) -> list[Any]:
+        """Several calls' items that arrive together (the router coalesced them): handed to the model's queue as
+        one group, without a pass through `@serve.batch` per item. `calls`: (payloads, tokens, deadline) each;
+        -> per call, the list of its results in order, or the first failure among its items."""
+        now = time.monotonic()
+        items = [
+            BatchItem(payload=p, cost=self.cost(n), tokens=n, enqueued=now, deadline=deadline)
+            for payloads, tokens, deadline in calls
+            for p, n in zip(payloads, tokens, strict=True)
+        ]
+        futures = self._enqueue(items)
+        try:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        except asyncio.CancelledError:
+            for item in items:
+                item.cancelled = True
+            self._count("cancelled")
+            raise
+        out: list[Any] = []
+        start = 0
+        for payloads, _, _ in calls:
+            mine = results[start : start + len(payloads)]
+            start += len(payloads)
+            failure = next((r for r in mine if isinstance(r, BaseException)), None)
+            self._count("ok" if failure is None else "error")
+            out.append(failure if failure is not None else list(mine))
+        return out
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:

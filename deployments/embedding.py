@@ -15,7 +15,7 @@ from deployments.engines.postprocess import finalize_rows
 from deployments.engines.protocol import InputError
 from deployments.errors import InvalidRequest, ServiceError
 from deployments.media_inputs import decode_items
-from deployments.shell import BatchedModel, answer_each, past_deadline
+from deployments.shell import BatchedModel, answer_each, as_service_error, past_deadline
 
 # Requests up to this many characters are tokenized on the event loop: for a sentence or two the hop to a
 # prep thread costs more than the tokenizer; longer ones go to the thread so the loop keeps accepting.
@@ -41,7 +41,34 @@ def input_error(exc: InputError, param: str) -> InvalidRequest:
 @serve.deployment
 class EmbeddingDeployment(BatchedModel):
     async def embed_many(self, calls: list[EmbedCall]) -> list[EmbedReply | ServiceError]:
-        return await answer_each(self.embed, calls)
+        """Calls the router coalesced: each prepared and answered on its own, their inputs queued as one group."""
+        if len(calls) == 1 or any(c.late_chunking or c.items is not None for c in calls):
+            return await answer_each(self.embed, calls)
+        if sum(len(t) for c in calls for t in c.texts) > INLINE_TOKENIZE_CHARS:
+            prepared = await self.executors.run_prep(self._prepare_each, calls)
+        else:
+            prepared = self._prepare_each(calls)
+        ready = [i for i, p in enumerate(prepared) if not isinstance(p, ServiceError)]
+        outcomes = await self.batcher.submit_group(
+            [(prepared[i], [p.cost for p in prepared[i]], calls[i].deadline) for i in ready]
+        )
+        results: list[EmbedReply | ServiceError] = list(prepared)
+        for i, outcome in zip(ready, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                results[i] = as_service_error(outcome)
+            else:
+                results[i] = self._reply(calls[i], prepared[i], outcome)
+        return results
+
+    def _prepare_each(self, calls: list[EmbedCall]) -> list:
+        out = []
+        for call in calls:
+            try:
+                past_deadline(call.deadline)
+                out.append(self._prepare(call))
+            except ServiceError as exc:
+                out.append(exc)
+        return out
 
     async def embed(self, call: EmbedCall) -> EmbedReply:
         past_deadline(call.deadline)

@@ -115,15 +115,17 @@ async def answer_each(answer, calls: list) -> list:
     """One downstream call that carries several callers' calls (the router's coalescer): each call answered on
     its own, as if sent alone; a failure stays with its call (a ServiceError in its place)."""
     results = await asyncio.gather(*(answer(call) for call in calls), return_exceptions=True)
-    out = []
-    for r in results:
-        if isinstance(r, asyncio.CancelledError):
-            r = Cancelled("The request was cancelled.")
-        elif isinstance(r, BaseException) and not isinstance(r, ServiceError):
-            log.error("call failed: %r", r)
-            r = InferenceFailed(f"inference failed: {r}")
-        out.append(r)
-    return out
+    return [as_service_error(r) if isinstance(r, BaseException) else r for r in results]
+
+
+def as_service_error(exc: BaseException) -> ServiceError:
+    """A failure that travels back inside a reply list: always a domain error the router can word."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, asyncio.CancelledError):
+        return Cancelled("The request was cancelled.")
+    log.error("call failed: %r", exc)
+    return InferenceFailed(f"inference failed: {exc}")
 
 
 def past_deadline(deadline: float | None) -> None:

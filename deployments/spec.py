@@ -49,11 +49,24 @@ class DeploymentConfig(_Strict):
     health_check_period_s: float | None = None
     health_check_timeout_s: float | None = None
     graceful_shutdown_timeout_s: float | None = None
+    coalesce_calls: bool | None = Field(
+        None,
+        description="the router sends concurrent calls for this model as one downstream call (default: on when "
+        "the replica count is fixed; off under autoscaling, whose policy counts ongoing calls, not requests)",
+    )
     access_log: bool = Field(
         False,
         description="Serve's INFO line per request (off by default: on a busy replica it is a measurable share "
         "of the per-request CPU, and every line travels to the driver's log)",
     )
+
+    def coalesces(self) -> bool:
+        if self.coalesce_calls is not None:
+            return self.coalesce_calls
+        a = self.autoscaling_config
+        if a is not None:
+            return a.get("min_replicas") is not None and a.get("min_replicas") == a.get("max_replicas")
+        return self.num_replicas != "auto"
 
 
 class VisionConfig(_Strict):

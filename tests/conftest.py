@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -13,9 +12,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps Ray on loopback (see serve_app/cli.py)
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # tests/: `from helpers.<module> import ...`
 
-from tiny_models import build_tiny_cross_encoder, build_tiny_qwen3, build_tiny_qwen3_reranker, build_tiny_xlmr
+from helpers.net import free_port, wildcard_listeners
+from helpers.tiny_models import build_tiny_cross_encoder, build_tiny_qwen3, build_tiny_qwen3_reranker, build_tiny_xlmr
+
+
+def pytest_collection_modifyitems(items):
+    """tests/unit first (no Ray), then tests/integration (the session app): a unit failure shows before Ray starts."""
+    integration = Path(__file__).parent / "integration"
+    items.sort(key=lambda item: integration in item.path.parents)
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +58,14 @@ def tiny_xlmr_mean(tiny_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bge_m3(tiny_dir) -> Path:
-    from tiny_models import build_tiny_bge_m3
+    from helpers.tiny_models import build_tiny_bge_m3
 
     return build_tiny_bge_m3(tiny_dir / "bge-m3")
 
 
 @pytest.fixture(scope="session")
 def tiny_vl(tiny_dir) -> Path:
-    from tests.tiny_vl import build_tiny_qwen3_vl
+    from helpers.tiny_vl import build_tiny_qwen3_vl
 
     return build_tiny_qwen3_vl(tiny_dir / "qwen3-vl")
 
@@ -72,32 +78,6 @@ def tiny_cross_encoder(tiny_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_qwen3_reranker(tiny_dir) -> Path:
     return build_tiny_qwen3_reranker(tiny_dir / "qwen3-reranker-app")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wildcard_listeners() -> set[str]:
-    """Listening TCP sockets not bound to loopback (from /proc, no tools needed)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            local, state = parts[1], parts[3]
-            if state != "0A":  # LISTEN
-                continue
-            addr = local.split(":")[0]
-            loopback = addr in ("0100007F", "00000000000000000000000001000000") or addr.endswith("0100007F")
-            if not loopback:
-                found.add(f"{table}:{local}")
-    return found
 
 
 def tiny_model_entries(qwen3: Path, xlmr: Path, xlmr_mean: Path, cross: Path, qwen3_reranker: Path) -> list[dict]:
@@ -172,10 +152,10 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qw
     from serve_app.app import build_app
     from serve_app.cli import start_local_ray
 
-    before = _wildcard_listeners()
-    metrics_port = _free_port()
+    before = wildcard_listeners()
+    metrics_port = free_port()
     start_local_ray(num_cpus=8, metrics_port=metrics_port)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {
         "models": [
@@ -206,7 +186,7 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qw
     yield {
         "base_url": base,
         "metrics_url": f"http://127.0.0.1:{metrics_port}/metrics",
-        "new_wildcard_listeners": _wildcard_listeners() - before,
+        "new_wildcard_listeners": wildcard_listeners() - before,
     }
     serve.shutdown()
     ray.shutdown()

@@ -19,7 +19,7 @@ from deployments.spec import ModelSpec
 from serve_app.ingress.coalescing import CallCoalescer
 from serve_app.ingress.errors import from_ray
 
-METHODS = ("embed_many", "rerank", "tokenize", "describe")
+METHODS = ("embed", "embed_many", "rerank", "tokenize", "describe")
 
 
 def unknown_model(name: str, available: list[str]) -> NotFound:
@@ -39,8 +39,12 @@ class Dispatcher:
         self._handles = {
             method: {name: h.options(method_name=method) for name, h in handles.items()} for method in METHODS
         }
-        self._embed = {
-            name: CallCoalescer(handle.remote, from_ray) for name, handle in self._handles["embed_many"].items()
+        # Only models with a fixed replica count: Serve's autoscaler counts ongoing calls, and coalesced calls
+        # would hide the load from it.
+        self._coalescers = {
+            name: CallCoalescer(handle.remote, from_ray)
+            for name, handle in self._handles["embed_many"].items()
+            if specs[name].deployment.coalesces()
         }
 
     def spec(self, name: str) -> ModelSpec:
@@ -51,7 +55,10 @@ class Dispatcher:
 
     async def embed(self, name: str, call: EmbedCall) -> EmbedReply:
         call.deadline = time.time() + self.timeout_s  # the model skips this call's inputs once it has passed
-        future = self._embed[name].submit(call)
+        coalescer = self._coalescers.get(name)
+        if coalescer is None:
+            return await self._call(self._handles["embed"][name].remote(call))
+        future = coalescer.submit(call)
         try:
             return await asyncio.wait_for(future, timeout=self.timeout_s)
         except TimeoutError:

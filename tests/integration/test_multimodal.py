@@ -7,11 +7,11 @@ import base64
 import httpx
 import numpy as np
 import pytest
+from helpers.media_samples import mp4, picture, png_uri
 
 from deployments import media
 from deployments.engines.postprocess import finalize_rows, relevance
 from deployments.engines.qwen3_vl import Qwen3VLEmbeddingEngine, Qwen3VLRerankerEngine, VLItem
-from tests.test_engine_vl import mp4, picture, png_uri
 
 pytestmark = pytest.mark.integration
 

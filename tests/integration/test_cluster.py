@@ -1,6 +1,6 @@
 """Scale-out on a real multi-node Ray cluster: fractional-GPU placement, autoscaling, live batching updates.
 
-The scenarios run in tests/cluster_scenarios.py, in a process of their own: a `ray.cluster_utils.Cluster`
+The scenarios run in tests/helpers/cluster_scenarios.py, in a process of their own: a `ray.cluster_utils.Cluster`
 (two nodes, one fake GPU each, 127.0.0.1 only) cannot share the Ray instance the rest of the suite uses.
 That process writes its observations as JSON; the tests here assert on them.
 """
@@ -16,11 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = Path(__file__).with_name("cluster_scenarios.py")
-ROOT = SCRIPT.parent.parent
+SCRIPT = REPO / "tests" / "helpers" / "cluster_scenarios.py"
+ROOT = REPO
 TIMEOUT_S = 420
 
 

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 def _module_name(path: Path) -> str:

@@ -13,12 +13,12 @@ import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import av
 import httpx
 import numpy as np
 import pytest
+from helpers.paths import REPO
 from PIL import Image
 
 from deployments import media
@@ -462,7 +462,7 @@ def test_sampling_matches_torch_linspace():
 def test_media_intake_loads_neither_torch_nor_ray():
     """The intake runs in the deployment's threads; its data types come from the engines' torch-free module."""
     code = "import sys, deployments.media; print([m for m in ('torch', 'transformers', 'ray') if m in sys.modules])"
-    root = Path(__file__).resolve().parent.parent
+    root = REPO
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import build_tiny_xlmr
+from helpers.tiny_models import build_tiny_xlmr
 from transformers import AutoModel, AutoTokenizer
 
 from deployments.engines.bge_m3 import (

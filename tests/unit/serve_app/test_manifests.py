@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import ray
 import yaml
-from cluster_sizing import CARD_GIB, SEED_MODELS, size
+from helpers.cluster_sizing import CARD_GIB, SEED_MODELS, size
+from helpers.paths import REPO
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
@@ -21,7 +22,7 @@ from serve_app import manifests
 from serve_app.catalog import load_catalog, resolve_models
 from serve_app.config import AppArgs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 CRD = ROOT.parent / "shared" / "kuberay" / "ray.io_rayservices.yaml"
 SINGLE = ROOT / "configs" / "gpu-single.yaml"
 CLUSTER = ROOT / "configs" / "gpu-cluster.yaml"

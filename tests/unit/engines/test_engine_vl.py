@@ -9,16 +9,15 @@ string, runs the transformers model directly and pools (or reads the yes / no lo
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import re
 
-import av
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.media_samples import mp4, picture, png_uri
+from helpers.tiny_vl import build_tiny_qwen3_vl
 from PIL import Image
 from transformers import AutoTokenizer, Qwen2VLImageProcessorPil, Qwen3VLForConditionalGeneration
 
@@ -34,37 +33,9 @@ from deployments.engines.qwen3_vl import (
     VLInputError,
     VLItem,
 )
-from tests.tiny_vl import build_tiny_qwen3_vl
 
 
 # -- inputs ------------------------------------------------------------------------------------------------
-def picture(height: int, width: int, seed: int) -> Image.Image:
-    rng = np.random.RandomState(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    channels = [127 + 100 * np.sin(x / (5 + 3 * c + seed % 4) + y / (9 + 2 * c)) for c in range(3)]
-    noise = rng.randint(-25, 25, (height, width, 3))
-    return Image.fromarray((np.stack(channels, -1) + noise).clip(0, 255).astype(np.uint8))
-
-
-def png_uri(img: Image.Image) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def mp4(seconds: int, rate: int, height: int, width: int) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(seconds * rate):
-            for packet in stream.encode(av.VideoFrame.from_image(picture(height, width, 50 + i))):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3-vl"))

@@ -15,10 +15,9 @@ import json
 from pathlib import Path
 
 import torch
+from helpers.tiny_models import _byte_bpe
 from tokenizers import processors
 from transformers import PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-
-from tests.tiny_models import _byte_bpe
 
 SPECIALS = [
     "<|endoftext|>",

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from helpers.paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +45,8 @@ def test_metrics_per_model(serve_app):
 
 def test_grafana_dashboard_uses_exported_metrics():
     import json
-    from pathlib import Path
 
-    dashboard = json.loads((Path(__file__).parent.parent / "cluster" / "grafana-dashboard.json").read_text())
+    dashboard = json.loads((REPO / "cluster" / "grafana-dashboard.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
     for name in WANTED:
         base = name.removesuffix("_bucket")

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
 import pytest
 import yaml
+from helpers.paths import REPO
 
 from serve_app.catalog import DEFAULT_CATALOG, load_catalog, resolve_models
 from serve_app.config import AppArgs, ModelEntry
@@ -78,12 +85,37 @@ def test_bad_model_lists_are_refused(catalog, entries, needle):
 
 
 def test_config_files_parse():
-    from pathlib import Path
+    from helpers.paths import REPO
 
-    for path in sorted(Path(DEFAULT_CATALOG).parent.glob("*.yaml")):
-        if path.name == "models.yaml":
-            continue
+    paths = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "models.yaml")
+    assert len(paths) >= 4  # local, gpu, gpu-single, gpu-cluster
+    for path in paths:
         config = yaml.safe_load(path.read_text())
         for app in config["applications"]:
             args = AppArgs.model_validate(app["args"])
             resolve_models(args.models, load_catalog())
+
+
+def test_catalog_ships_as_package_data(tmp_path):
+    """The wheel carries serve_app/models.yaml, and the default catalog is that file inside the serve_app package."""
+    import serve_app
+
+    catalog = Path(DEFAULT_CATALOG).resolve()
+    assert catalog == Path(serve_app.__file__).resolve().parent / "models.yaml"
+    assert catalog.parent.name == "serve_app" and "configs" not in catalog.parts
+
+    # Built from a copy of what the wheel is made of, so the test leaves no build/ or egg-info in the checkout.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for package in ("serve_app", "deployments"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path / "wheels"
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)]
+    build = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (wheel,) = out.glob("embedserve-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        assert "serve_app/models.yaml" in zf.namelist() and "serve_app/catalog.py" in zf.namelist()
+        assert yaml.safe_load(zf.read("serve_app/models.yaml")) == yaml.safe_load(catalog.read_text())

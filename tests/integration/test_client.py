@@ -1,10 +1,9 @@
-"""serve_app.client: EmbedServeClient / AsyncEmbedServeClient against the real service (session app), plus
-header, retry and error-shape checks on httpx.MockTransport."""
+"""serve_app.client: EmbedServeClient / AsyncEmbedServeClient against the real service (session app); the
+header, retry and error-shape checks on httpx.MockTransport are in tests/unit/serve_app/test_client_transport.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 
 import httpx
@@ -19,6 +18,8 @@ from serve_app.client import (
     EmbedServeError,
 )
 
+pytestmark = pytest.mark.integration
+
 TEXTS = [f"sentence number {i} about {w}" for i, w in enumerate("cats dogs ray serve vectors rerank tokens".split())]
 DOCS = [
     "Paris is the capital of France.",
@@ -31,83 +32,13 @@ DOCS = [
 ]
 
 
-# ---- unit: headers, retries, error shape -------------------------------------------------------------------
-def _mock(handler) -> httpx.MockTransport:
-    return httpx.MockTransport(handler)
-
-
-def test_api_key_header_from_argument_and_env(monkeypatch):
-    seen = []
-
-    def handler(request):
-        seen.append(request.headers.get("authorization"))
-        return httpx.Response(200, json={"status": "ok"})
-
-    EmbedServeClient("http://x.test", api_key="sk-1", transport=_mock(handler)).health()
-    monkeypatch.setenv("EMBEDSERVE_API_KEY", "sk-env")
-    EmbedServeClient("http://x.test/v1/", transport=_mock(handler)).health()
-    monkeypatch.delenv("EMBEDSERVE_API_KEY")
-    EmbedServeClient("http://x.test", transport=_mock(handler)).health()
-    assert seen == ["Bearer sk-1", "Bearer sk-env", None]
-
-
-def test_retries_503_with_retry_after_then_raises_typed_error():
-    calls = []
-
-    def handler(request):
-        calls.append(request.url.path)
-        body = {"error": {"message": "busy", "type": "server_overloaded", "param": None, "code": "overloaded"}}
-        return httpx.Response(503, json=body, headers={"Retry-After": "0"})
-
-    client = EmbedServeClient("http://x.test", max_retries=2, transport=_mock(handler))
-    with pytest.raises(EmbedServeError) as info:
-        client.embed("m", ["a"])
-    err = info.value
-    assert len(calls) == 3 and calls[0] == "/v1/embeddings"
-    assert (err.status, err.type, err.code, err.message, err.retry_after) == (
-        503,
-        "server_overloaded",
-        "overloaded",
-        "busy",
-        0.0,
-    )
-    assert str(err) == "HTTP 503 server_overloaded/overloaded: busy"
-
-
-def test_413_for_the_whole_request_halves_the_chunk():
-    sizes = []
-
-    def handler(request):
-        texts = json.loads(request.content)["input"]
-        sizes.append(len(texts))
-        if len(texts) > 3:
-            err = {
-                "message": "too many",
-                "type": "invalid_request_error",
-                "param": "input",
-                "code": "payload_too_large",
-            }
-            return httpx.Response(413, json={"error": err})
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(texts)]
-        return httpx.Response(200, json={"data": data, "model": "m", "usage": {"prompt_tokens": 2, "total_tokens": 2}})
-
-    texts = ["a" * n for n in range(1, 11)]
-    result = EmbedServeClient("http://x.test", chunk_size=10, transport=_mock(handler)).embed("m", texts)
-    assert result.vectors[:, 0].tolist() == [float(n) for n in range(1, 11)]
-    assert sizes == [10, 5, 2, 3, 5, 2, 3] and result.requests == 4
-    assert result.usage.prompt_tokens == 2 * result.requests
-
-
 # ---- against the real service ------------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def client(serve_app):
     with EmbedServeClient(serve_app["base_url"], timeout=120) as c:
         yield c
 
 
-@pytest.mark.integration
 def test_models_health_ready(client, serve_app):
     ids = {m["id"]: m for m in client.models()}
     names = {"all-minilm-l6-v2", "tiny-qwen3-embedding", "tiny-xlmr", "tiny-cross-encoder", "tiny-qwen3-reranker"}
@@ -118,7 +49,6 @@ def test_models_health_ready(client, serve_app):
     assert client.wait_ready(timeout=60, on_poll=polls.append)["status"] == "ready" and polls
 
 
-@pytest.mark.integration
 def test_embed_chunks_reassemble_in_order(client, serve_app):
     whole = client.embed("all-minilm-l6-v2", TEXTS)
     assert isinstance(whole, Embeddings) and whole.requests == 1 and whole.model == "all-minilm-l6-v2"
@@ -139,7 +69,6 @@ def test_embed_chunks_reassemble_in_order(client, serve_app):
     np.testing.assert_allclose(one.vectors[0], whole.vectors[0], atol=1e-6)
 
 
-@pytest.mark.integration
 def test_embed_options_and_output_types(client):
     cut = client.embed("tiny-qwen3-embedding", TEXTS[:2], dimensions=16, task="retrieval.query")
     assert cut.vectors.shape == (2, 16)
@@ -150,7 +79,6 @@ def test_embed_options_and_output_types(client):
     assert i8.vectors.dtype == np.int8 and i8.vectors.shape == (2, 384)
 
 
-@pytest.mark.integration
 def test_over_the_server_limit_is_split_automatically(client):
     texts = [f"input {i}" for i in range(100)]  # the session app allows 64 inputs per request
     result = client.embed("tiny-xlmr", texts, chunk_size=100)
@@ -159,7 +87,6 @@ def test_over_the_server_limit_is_split_automatically(client):
     np.testing.assert_allclose(result.vectors, reference.vectors, atol=1e-5)
 
 
-@pytest.mark.integration
 def test_errors_are_typed(client):
     with pytest.raises(EmbedServeError) as info:
         client.embed("no-such-model", ["x"])
@@ -180,7 +107,6 @@ def test_errors_are_typed(client):
     assert info.value.status == 0
 
 
-@pytest.mark.integration
 def test_rerank_chunks_merge_like_one_request(client):
     whole = client.rerank("tiny-cross-encoder", "what is the capital of france", DOCS)
     assert whole.requests == 1 and len(whole) == len(DOCS) and whole.model == "tiny-cross-encoder"
@@ -196,7 +122,6 @@ def test_rerank_chunks_merge_like_one_request(client):
     assert len(bare) == 1 and bare.results[0].document is None
 
 
-@pytest.mark.integration
 def test_async_client(serve_app, client):
     sync_embed = client.embed("all-minilm-l6-v2", TEXTS)
     sync_rank = client.rerank("tiny-cross-encoder", "capital of france", DOCS)

@@ -1,8 +1,8 @@
 """`embedserve serve` on a local Ray: the router answers HTTP itself (Serve's direct ingress), no proxy hop.
 
-The choice (serve_app/cli.py) is unit-tested; then a real `embedserve serve` in its own process serves a tiny
-model, and the configured port must belong to the router replica, answer like the proxied session app, and
-stay on loopback.
+The choice (serve_app/cli.py) is unit-tested in tests/unit/serve_app/test_direct_ingress_choice.py; here a real
+`embedserve serve` in its own process serves a tiny model, and the configured port must belong to the router
+replica, answer like the proxied session app, and stay on loopback.
 """
 
 from __future__ import annotations
@@ -20,40 +20,11 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from conftest import _free_port, _wildcard_listeners
+from helpers.net import free_port, wildcard_listeners
+from helpers.paths import REPO
+from helpers.serve_configs import serve_config
 
-from serve_app.cli import _with_spare_proxy_port, direct_ingress_port
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _config(port: int = 8000, apps: list[dict] | None = None, **top) -> dict:
-    return {"http_options": {"host": "127.0.0.1", "port": port}, "applications": apps or [{"args": {}}], **top}
-
-
-def test_direct_ingress_only_for_one_router_replica():
-    local = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
-    assert direct_ingress_port(local) == 8000
-    assert direct_ingress_port(_config(9123)) == 9123
-    assert direct_ingress_port(_config(apps=[{"args": {"router": {"num_replicas": 1}}}])) == 8000
-    assert direct_ingress_port(_config(apps=[{"args": {}}, {"args": {}}])) is None  # two ingress apps
-    assert direct_ingress_port(_config(apps=[{"args": {"router": {"num_replicas": 2}}}])) is None
-    autoscaled = {"router": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4}}}
-    assert direct_ingress_port(_config(apps=[{"args": autoscaled}])) is None
-    assert direct_ingress_port(_config(proxy_location="Disabled")) is None
-
-
-def test_the_proxy_moves_off_the_configured_port():
-    original = _config(8123, apps=[{"name": "x", "args": {"models": ["m"]}}])
-    copy = Path(_with_spare_proxy_port(original))
-    try:
-        moved = yaml.safe_load(copy.read_text())
-        assert original["http_options"]["port"] == 8123  # the caller's config is left as it was
-        assert moved["http_options"]["port"] != 8123
-        moved["http_options"]["port"] = 8123
-        assert moved == original
-    finally:
-        copy.unlink()
+pytestmark = pytest.mark.integration
 
 
 def _listener_owner(port: int) -> str | None:
@@ -91,8 +62,8 @@ def _stop_session(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def direct_service(tiny_xlmr, serve_app, tmp_path_factory):
-    port = _free_port()
-    cfg = _config(
+    port = free_port()
+    cfg = serve_config(
         port,
         apps=[
             {
@@ -116,10 +87,10 @@ def direct_service(tiny_xlmr, serve_app, tmp_path_factory):
     path = tmp_path_factory.mktemp("direct") / "serve.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     log = path.with_suffix(".log")
-    before = _wildcard_listeners()
+    before = wildcard_listeners()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "serve_app.cli", "serve", str(path), "--metrics-port", str(_free_port())],
+            [sys.executable, "-m", "serve_app.cli", "serve", str(path), "--metrics-port", str(free_port())],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -187,4 +158,4 @@ def test_concurrent_requests_each_get_their_own_vectors(direct_service):
 
 
 def test_stays_on_loopback(direct_service):
-    assert _wildcard_listeners() - direct_service["before"] == set()
+    assert wildcard_listeners() - direct_service["before"] == set()

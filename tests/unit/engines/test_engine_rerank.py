@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tiny_models import build_tiny_cross_encoder, build_tiny_qwen3_reranker
+from helpers.tiny_models import build_tiny_cross_encoder, build_tiny_qwen3_reranker
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from deployments.engines.postprocess import relevance

@@ -1,9 +1,9 @@
-"""Multi-node scenarios on a real two-node Ray cluster with fake GPUs, for tests/test_cluster.py.
+"""Multi-node scenarios on a real two-node Ray cluster with fake GPUs, for tests/integration/test_cluster.py.
 
 A `ray.cluster_utils.Cluster` needs a Ray of its own, so this runs as its own process (the rest of the suite
 shares one local Ray per pytest session):
 
-    python tests/cluster_scenarios.py --out results.json
+    python tests/helpers/cluster_scenarios.py --out results.json
 
 Two nodes on 127.0.0.1 with one fake GPU each; the embedserve app is deployed the way `serve deploy` and KubeRay
 do (a Serve config applied to the controller), with tiny random-weight models. Phases, each recorded in the
@@ -51,7 +51,7 @@ LOOPBACK_ENV = {
 }
 os.environ.update(LOOPBACK_ENV)
 os.environ.pop("RAY_ADDRESS", None)
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: `from helpers.<module> import ...`
 
 import httpx  # noqa: E402
 import orjson  # noqa: E402
@@ -443,7 +443,7 @@ def main() -> int:
     # a SIGTERM (the test's time-out) unwinds through `finally`, so the cluster is still shut down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    from tiny_models import build_tiny_qwen3, build_tiny_xlmr
+    from helpers.tiny_models import build_tiny_qwen3, build_tiny_xlmr
 
     results: dict[str, Any] = {"tmp_root": TMP_ROOT, "phases": {}}
     cluster = None

@@ -10,6 +10,8 @@ import httpx
 import numpy as np
 import pytest
 
+from deployments.engines.bge_m3 import BGEM3Engine
+
 pytestmark = pytest.mark.integration
 
 WORDS = (
@@ -167,3 +169,47 @@ def test_concurrent_mixed_requests_are_never_swapped(serve_app):
         assert [d["index"] for d in data] == list(range(len(texts)))
         for text, item in zip(texts, data, strict=True):
             np.testing.assert_allclose(item["embedding"], alone[text], atol=1e-5)
+
+
+# ---- BGE-M3: dense, sparse and ColBERT outputs ----------------------------------------------------------
+def _post_path(base, path, payload):
+    return httpx.post(base + path, json=payload, timeout=120)
+
+
+def test_bge_m3_dense_sparse_colbert(serve_app, tiny_bge_m3):
+    texts = ["hello hello world", "sparse and colbert"]
+    engine = BGEM3Engine(str(tiny_bge_m3))
+    expected = engine.encode(engine.prepare(texts), dense=True, sparse=True, colbert=True)
+    body = _post_path(
+        serve_app["base_url"],
+        "/v1/embeddings",
+        {
+            "model": "tiny-bge-m3",
+            "input": texts,
+            "output": ["dense", "sparse", "colbert"],
+            "return_sparse_tokens": True,
+        },
+    ).json()
+    for item, want in zip(body["data"], expected, strict=True):
+        np.testing.assert_allclose(item["embedding"], want.dense, atol=1e-5)
+        assert item["sparse"]["indices"] == want.sparse.indices.tolist()
+        np.testing.assert_allclose(item["sparse"]["values"], want.sparse.values, atol=1e-5)
+        assert item["sparse"]["tokens"] == engine.token_strings(want.sparse)
+        np.testing.assert_allclose(np.array(item["colbert"]), want.colbert, atol=1e-5)
+    only_sparse = _post_path(
+        serve_app["base_url"], "/v1/embeddings", {"model": "tiny-bge-m3", "input": texts, "output": ["sparse"]}
+    ).json()["data"][0]
+    assert "embedding" not in only_sparse and "colbert" not in only_sparse
+    b64 = _post_path(
+        serve_app["base_url"],
+        "/v1/embeddings",
+        {"model": "tiny-bge-m3", "input": texts[:1], "output": ["colbert"], "encoding_format": "base64"},
+    ).json()["data"][0]["colbert"]
+    matrix = np.frombuffer(base64.b64decode(b64), "<f4").reshape(-1, expected[0].colbert.shape[1])
+    np.testing.assert_allclose(matrix, expected[0].colbert, atol=1e-5)
+    refused = _post_path(
+        serve_app["base_url"], "/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "x", "output": ["sparse"]}
+    )
+    assert refused.status_code == 400 and "gives only: dense" in refused.json()["error"]["message"]
+    models = {m["id"]: m for m in httpx.get(serve_app["base_url"] + "/v1/models").json()["data"]}
+    assert models["tiny-bge-m3"]["outputs"] == ["dense", "sparse", "colbert"]

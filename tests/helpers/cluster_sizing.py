@@ -1,7 +1,7 @@
 """The GPU sizing arithmetic of configs/gpu-single.yaml and configs/gpu-cluster.yaml, as code.
 
-The configs write this arithmetic down as comments; tests/test_manifests.py recomputes every `num_gpus`
-from here, so a comment, a fraction and a batch budget cannot disagree. Model facts are from the official
+The configs write this arithmetic down as comments; tests/unit/serve_app/test_manifests.py recomputes every
+`num_gpus` from here, so a comment, a fraction and a batch budget cannot disagree. Model facts are from the official
 model configs (hidden / intermediate sizes) and the product seeds / model cards (parameter counts).
 
     weights      W = params x 2 bytes (bf16)
