@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-infinity", action="store_true")
     p.add_argument("--skip-minilm", action="store_true")
     p.add_argument("--skip-proxy", action="store_true")
+    p.add_argument("--skip-near-free", action="store_true")
     args = p.parse_args(argv)
 
     out_dir = HERE / "out" / "cost"
@@ -201,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg_path.write_text(yaml.safe_dump(our_config(model_dir, dims), sort_keys=False))
         return cls(out_dir, cfg_path)
 
-    plan = [("embedserve", "near-free", lambda: ours(near_free, 32), NEAR_FREE)]
-    if not args.skip_infinity:
+    plan = [] if args.skip_near_free else [("embedserve", "near-free", lambda: ours(near_free, 32), NEAR_FREE)]
+    if not args.skip_infinity and not args.skip_near_free:
         plan.append(("infinity", "near-free", lambda: KeyedInfinity(out_dir, venv, str(near_free)), NEAR_FREE))
-    if not args.skip_proxy:
+    if not args.skip_proxy and not args.skip_near_free:
         plan.append(("embedserve-proxy", "near-free", lambda: ours(near_free, 32, ProxiedService), NEAR_FREE))
     if not args.skip_minilm:
         plan.append(("embedserve", "minilm", lambda: ours(minilm, 384), MINILM))

@@ -1,7 +1,7 @@
 """Soak: thousands of mixed embedding and rerank requests with concurrency against a running service.
 
 Checks every answer against the same input sent alone (nothing lost, nothing swapped) and reports the
-memory of the service's processes before and after. Used by tests/test_soak.py (small) and run by hand:
+memory of the service's processes before and after. Used by tests/integration/test_soak.py (small) and run by hand:
 
     .venv/bin/python -m bench.soak --requests 5000 --concurrency 64   # starts its own local service
 """

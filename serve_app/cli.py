@@ -25,9 +25,9 @@ LOCAL_ENV = {
     # They hold for any topology, so cluster/Dockerfile sets them too.
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    # OpenMP threads sleep as soon as a parallel region ends instead of spinning for a while: between two
-    # forward passes a spinning torch thread burns a core the router and the tokenizer need (measured by
-    # `python -m bench.cost`).
+    # OpenMP threads sleep as soon as a parallel region ends instead of spinning: between two forward passes a
+    # spinning torch thread burns a core the router and the tokenizer need (measured by `python -m bench.cost`).
+    # A CPU-only deployment of a real model may prefer a short spin: set GOMP_SPINCOUNT (e.g. 20000) yourself.
     "OMP_WAIT_POLICY": "PASSIVE",
 }
 
@@ -82,6 +82,9 @@ def start_local_ray(
     then needs a port of its own in the Serve config.
     """
     env = dict(LOCAL_ENV)
+    if "GOMP_SPINCOUNT" in os.environ:  # the user chose how long OpenMP threads spin: keep libgomp's own policy
+        env.pop("OMP_WAIT_POLICY")
+        env["GOMP_SPINCOUNT"] = os.environ["GOMP_SPINCOUNT"]
     if ingress_port is not None:
         env.update(direct_ingress_env(ingress_port))
     for key, value in env.items():

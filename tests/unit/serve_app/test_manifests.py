@@ -355,7 +355,7 @@ def test_dockerfile_installs_the_project_on_cuda_with_the_pinned_torch():
     assert re.fullmatch(r"cu1\d\d", args["TORCH_CUDA"])
     assert args["CUDA_VERSION"].replace(".", "").startswith(args["TORCH_CUDA"][2:])  # 12.8.x <-> cu128
     assert 'pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"' in text
-    assert "pip install --no-build-isolation -e '.[gpu]'" in text
-    assert text.index("torch==${TORCH_VERSION}") < text.index("-e '.[gpu]'")  # CUDA torch first, pip keeps it
+    assert "pip install --no-build-isolation '.[gpu]'" in text  # a plain install: the catalog is package data
+    assert text.index("torch==${TORCH_VERSION}") < text.index("'.[gpu]'")  # CUDA torch first, pip keeps it
     for source in ("serve_app", "deployments", "configs", "pyproject.toml"):
         assert re.search(rf"^COPY {source}\b", text, flags=re.M), source
