@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 LOCAL_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -38,6 +39,9 @@ WORKER_ONLY_ENV = {"RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
 DEFAULT_METRICS_PORT = 9101
+# The default local service ships inside the package (configs/local.yaml links to it), so a plain
+# `pip install` serves from any folder.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "local.yaml"
 
 
 def direct_ingress_env(port: int) -> dict[str, str]:
@@ -168,8 +172,8 @@ def _remove(path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="embedserve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve", help="run a Serve config (default: configs/local.yaml)")
-    p.add_argument("config", nargs="?", default="configs/local.yaml")
+    p = sub.add_parser("serve", help="run a Serve config (default: the local CPU config shipped with the package)")
+    p.add_argument("config", nargs="?", default=str(DEFAULT_CONFIG), help="default: configs/local.yaml's content")
     p.add_argument("--address", help="an existing Ray cluster (default: start a local one on 127.0.0.1)")
     p.add_argument("--num-cpus", type=int, default=None)
     p.add_argument("--num-gpus", type=int, default=None)

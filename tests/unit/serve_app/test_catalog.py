@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -117,5 +118,27 @@ def test_catalog_ships_as_package_data(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = out.glob("embedserve-*.whl")
     with zipfile.ZipFile(wheel) as zf:
-        assert "serve_app/models.yaml" in zf.namelist() and "serve_app/catalog.py" in zf.namelist()
+        assert {"serve_app/models.yaml", "serve_app/local.yaml", "serve_app/catalog.py"} <= set(zf.namelist())
         assert yaml.safe_load(zf.read("serve_app/models.yaml")) == yaml.safe_load(catalog.read_text())
+
+    # A plain (not editable) install, used from another folder: the default config and the catalog resolve.
+    site = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)]
+    assert subprocess.run(install, capture_output=True, text=True, timeout=120).returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code = (
+        "import sys, yaml, serve_app, serve_app.cli as cli\n"
+        "from serve_app.catalog import load_catalog, resolve_models\n"
+        "from serve_app.config import AppArgs\n"
+        f"assert serve_app.__file__.startswith({str(site)!r}), serve_app.__file__\n"
+        "cfg = yaml.safe_load(open(cli.DEFAULT_CONFIG))\n"
+        "args = AppArgs.model_validate(cfg['applications'][0]['args'])\n"
+        "print(resolve_models(args.models, load_catalog())[0].name)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "all-minilm-l6-v2"
