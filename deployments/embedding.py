@@ -15,27 +15,11 @@ from deployments.engines.postprocess import finalize_rows
 from deployments.engines.protocol import InputError
 from deployments.errors import InvalidRequest, ServiceError
 from deployments.media_inputs import decode_items
-from deployments.shell import BatchedModel, answer_each, as_service_error, past_deadline
+from deployments.shell import BatchedModel, answer_each, as_service_error, input_error, past_deadline, too_long_error
 
 # Requests up to this many characters are tokenized on the event loop: for a sentence or two the hop to a
 # prep thread costs more than the tokenizer; longer ones go to the thread so the loop keeps accepting.
 INLINE_TOKENIZE_CHARS = 2048
-
-
-def too_long_error(index: int, tokens: int, limit: int, param: str = "input") -> InvalidRequest:
-    return InvalidRequest(
-        f"{param}[{index}] has {tokens} tokens, more than the model's limit of {limit}. "
-        "Shorten it or set truncate=true to cut it.",
-        param=f"{param}[{index}]",
-        code="context_length_exceeded",
-    )
-
-
-def input_error(exc: InputError, param: str) -> InvalidRequest:
-    """An engine's refusal of one input, as the client's error naming that input."""
-    where = param if exc.index is None else f"{param}[{exc.index}]"
-    code = "context_length_exceeded" if exc.too_long else "invalid_input"
-    return InvalidRequest(f"{where}: {exc}", param=where, code=code)
 
 
 @serve.deployment

@@ -12,12 +12,11 @@ import numpy as np
 from ray import serve
 
 from deployments.calls import RerankCall, RerankReply
-from deployments.embedding import input_error
 from deployments.engines.postprocess import relevance
 from deployments.engines.protocol import InputError
 from deployments.errors import InvalidRequest
 from deployments.media_inputs import decode_item
-from deployments.shell import BatchedModel
+from deployments.shell import BatchedModel, input_error
 
 
 @serve.deployment

@@ -18,7 +18,8 @@ from typing import Any
 import ray
 
 from deployments.batcher import TokenBudgetBatcher, run_isolated
-from deployments.errors import Cancelled, DeadlineExceeded, InferenceFailed, ServiceError
+from deployments.engines.protocol import InputError
+from deployments.errors import Cancelled, DeadlineExceeded, InferenceFailed, InvalidRequest, ServiceError
 from deployments.metrics import ModelMetrics
 from deployments.spec import BatchingConfig, ModelSpec
 
@@ -131,6 +132,22 @@ def as_service_error(exc: BaseException) -> ServiceError:
 def past_deadline(deadline: float | None) -> None:
     if deadline is not None and time.time() > deadline:
         raise DeadlineExceeded("The request ran past its deadline before the model got to it.")
+
+
+def too_long_error(index: int, tokens: int, limit: int, param: str = "input") -> InvalidRequest:
+    return InvalidRequest(
+        f"{param}[{index}] has {tokens} tokens, more than the model's limit of {limit}. "
+        "Shorten it or set truncate=true to cut it.",
+        param=f"{param}[{index}]",
+        code="context_length_exceeded",
+    )
+
+
+def input_error(exc: InputError, param: str) -> InvalidRequest:
+    """An engine's refusal of one input, as the client's error naming that input."""
+    where = param if exc.index is None else f"{param}[{exc.index}]"
+    code = "context_length_exceeded" if exc.too_long else "invalid_input"
+    return InvalidRequest(f"{where}: {exc}", param=where, code=code)
 
 
 class BatchedModel:

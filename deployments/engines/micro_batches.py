@@ -7,8 +7,10 @@ longest member, and `rows * longest <= max_tokens` bounds activation memory.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MIN_FILL = 0.75  # a new micro-batch starts where inputs get shorter than this share of the group's longest
 
@@ -41,7 +43,12 @@ def plan_micro_batches(
 def pad_batch(
     sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (input_ids, attention_mask), both [rows, longest] int64."""
+    """-> (input_ids, attention_mask), both [rows, longest] int64.
+
+    torch is imported here, not at the top: the planning above is used by the batcher's metrics in processes
+    that never run a model (the Serve driver builds the deployments), and should not load torch there."""
+    import torch
+
     longest = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), longest), dtype=torch.long)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from deployments.engines.runtime import Runtime
+if TYPE_CHECKING:  # the contract stays torch-free: deployment shells import it in processes that run no model
+    from deployments.engines.runtime import Runtime
 
 
 class InputError(ValueError):

@@ -35,6 +35,4 @@ def create_app(dispatcher: Dispatcher, limits: Limits, api_keys: list[bytes]) ->
         routes=routes,
         fast_routes=fast_routes,
     )
-    app.state.dispatcher = dispatcher
-    app.state.limits = limits
     return app

@@ -64,7 +64,9 @@ def test_engines_import_neither_ray_nor_the_layers_above():
     assert _check(paths, ("ray", "serve_app", "fastapi", "deployments"), allowed=("deployments.engines",)) == []
 
 
-@pytest.mark.parametrize("module", ["serve_app.ingress.router", "serve_app.policy", "deployments.families"])
+@pytest.mark.parametrize(
+    "module", ["serve_app.ingress.router", "serve_app.policy", "deployments.families", "serve_app.app"]
+)
 def test_the_router_side_never_loads_torch(module):
     code = f"import sys, {module}; bad = [m for m in ('torch', 'transformers') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
