@@ -64,6 +64,8 @@ class TokenBudgetBatcher:
         max_batch_size: int,
         batch_wait_timeout_s: float,
         max_concurrent_batches: int = 1,
+        parallel_passes: int = 1,
+        worth_a_pass: Callable[[int], bool] | None = None,
         metrics: ModelMetrics | None = None,
     ) -> None:
         self.metrics = metrics
@@ -71,9 +73,13 @@ class TokenBudgetBatcher:
         # Serve's batch function only hands items over: it queues them here and returns one future per item
         # at once, so Serve's batch slot is free again immediately. One drain task computes the waiting
         # items turn by turn, each turn taking everything waiting up to the budget: single-input requests
-        # that arrive during a forward pass share the next one (continuous batching).
+        # that arrive during a forward pass share the next one (continuous batching). A CPU replica runs
+        # up to `parallel_passes` drain tasks, so that many passes compute side by side; a second one starts
+        # only for work `worth_a_pass(tokens)` (for a near-free model the extra pass costs more than it computes).
         self._waiting: deque[tuple[list[BatchItem], list[asyncio.Future]]] = deque()
-        self._drainer: asyncio.Task | None = None
+        self._drainers: set[asyncio.Task] = set()
+        self.parallel_passes = max(1, parallel_passes)
+        self._worth_a_pass = worth_a_pass or (lambda tokens: True)
 
         async def _hand_over(items: list[BatchItem]) -> list[asyncio.Future]:
             # Serve drops items whose caller was cancelled (timeout, disconnect) before calling us.
@@ -92,15 +98,40 @@ class TokenBudgetBatcher:
     def _enqueue(self, items: list[BatchItem]) -> list[asyncio.Future]:
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        self._waiting.append((items, futures))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
+        start, cost = 0, 0
+        for end, item in enumerate(items):  # entries of at most one budget each: a big group spreads over turns
+            if end > start and cost + item.cost > self.max_batch_size:
+                self._waiting.append((items[start:end], futures[start:end]))
+                start, cost = end, 0
+            cost += item.cost
+        self._waiting.append((items[start:], futures[start:]))
+        self._start_drainers(loop)
         return futures
+
+    def _start_drainers(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._waiting and len(self._drainers) < self.parallel_passes:
+            if self._drainers and not self._worth_a_pass(self._waiting_tokens()):
+                return
+            drainer = loop.create_task(self._drain())
+            self._drainers.add(drainer)
+            drainer.add_done_callback(self._drainers.discard)
+
+    def _waiting_tokens(self) -> int:
+        return sum(item.tokens for items, _ in self._waiting for item in items)
+
+    @property
+    def pass_beside(self) -> bool:
+        """Another pass runs, or is about to start, beside the one starting now."""
+        if len(self._drainers) > 1:
+            return True
+        return bool(self._waiting) and self.parallel_passes > 1 and self._worth_a_pass(self._waiting_tokens())
 
     async def _drain(self) -> None:
         try:
             while self._waiting:
-                await self._compute(self._take_waiting())
+                turn = self._take_waiting()
+                self._start_drainers(asyncio.get_running_loop())  # more waiting: a pass beside this one
+                await self._compute(turn)
         finally:  # cancelled (replica shutting down): nobody may wait forever
             for _, futures in self._waiting:
                 _settle(futures, RuntimeError("the model deployment is shutting down"))

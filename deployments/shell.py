@@ -29,14 +29,15 @@ ENGINES_PACKAGE = "deployments.engines"
 
 
 class Executors:
-    """One thread for the model (torch parallelizes inside it), others for tokenization and decoding.
+    """Threads for the model (one per concurrent pass; torch parallelizes inside each), others for tokenization
+    and decoding.
 
     Keeping work off the replica's event loop lets it accept requests and tokenize the next batch while
     the current one computes.
     """
 
-    def __init__(self, name: str, prep_threads: int = 2) -> None:
-        self.model = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{name}-model")
+    def __init__(self, name: str, prep_threads: int = 2, model_threads: int = 1) -> None:
+        self.model = ThreadPoolExecutor(max_workers=model_threads, thread_name_prefix=f"{name}-model")
         self.prep = ThreadPoolExecutor(max_workers=prep_threads, thread_name_prefix=f"{name}-prep")
 
     async def run_model(self, fn, *args):
@@ -60,7 +61,7 @@ def load_engine(spec: ModelSpec):
     from deployments.engines.runtime import cap_gpu_memory, choose_runtime, set_cpu_threads
 
     runtime = choose_runtime(spec.device, spec.dtype, spec.attn_implementation)
-    set_cpu_threads(spec.deployment.torch_threads or max(1, round(spec.deployment.num_cpus)))
+    set_cpu_threads(cpu_threads(spec))
     cap_gpu_memory(runtime, spec.deployment.num_gpus)
     v = spec.vision
     options = EngineOptions(
@@ -75,6 +76,28 @@ def load_engine(spec: ModelSpec):
         recipe=dict(spec.recipe.engine_options),
     )
     return engine_class(spec).load(spec.source, options)
+
+
+def cpu_threads(spec: ModelSpec) -> int:
+    return spec.deployment.torch_threads or max(1, round(spec.deployment.num_cpus))
+
+
+def pass_threads(spec: ModelSpec, engine: Any):
+    """Threads per pass for a CPU replica (None on a GPU, where the CPU only launches kernels)."""
+    from deployments.engines.runtime import PassThreads, dense_parameters
+
+    model = getattr(engine, "model", None)
+    first = next(model.parameters(), None) if model is not None else None
+    if first is None or first.device.type != "cpu":
+        return None
+    return PassThreads(cpu_threads(spec), dense_parameters(model))
+
+
+def run_pass(threads, forward, items: list, alone: bool = True) -> list:
+    """One forward pass on a model thread, with the threads its size (and the passes beside it) call for."""
+    if threads is not None:
+        threads.set_for(sum(getattr(item, "cost", 0) for item in items), alone)
+    return run_isolated(forward, items)
 
 
 def serve_options(spec: ModelSpec) -> dict[str, Any]:
@@ -160,8 +183,12 @@ class BatchedModel:
         self.spec = ModelSpec.model_validate(spec)
         self.engine = load_engine(self.spec)
         self.capabilities = self.engine.capabilities
+        self.threads = pass_threads(self.spec, self.engine)
+        # A CPU replica runs one pass per thread it was given, side by side (see PassThreads); a GPU one pass.
+        passes = self.threads.max_threads if self.threads is not None else 1
+        self._passes_running = 0
         prep_threads = 4 if self.spec.recipe.multimodal else self.prep_threads  # media decoding is I/O bound
-        self.executors = Executors(self.spec.name, prep_threads=prep_threads)
+        self.executors = Executors(self.spec.name, prep_threads=prep_threads, model_threads=passes)
         b = self.spec.batching
         self.batcher = TokenBudgetBatcher(
             self._run_batch,
@@ -169,6 +196,8 @@ class BatchedModel:
             max_batch_size=b.max_batch_size,
             batch_wait_timeout_s=b.batch_wait_timeout_s,
             max_concurrent_batches=b.max_concurrent_batches,
+            parallel_passes=passes,
+            worth_a_pass=None if self.threads is None else self.threads.is_large,
             metrics=ModelMetrics(self.spec.name),
         )
 
@@ -180,7 +209,12 @@ class BatchedModel:
         log.info("%s batching: %s", self.spec.name, b.model_dump())
 
     async def _run_batch(self, items: list) -> list:
-        results = await self.executors.run_model(run_isolated, self.engine.forward, items)
+        alone = self._passes_running == 0 and not self.batcher.pass_beside
+        self._passes_running += 1
+        try:
+            results = await self.executors.run_model(run_pass, self.threads, self.engine.forward, items, alone)
+        finally:
+            self._passes_running -= 1
         return [
             InferenceFailed(f"inference failed: {r}")
             if isinstance(r, Exception) and not isinstance(r, ServiceError)

@@ -113,3 +113,45 @@ def test_a_broken_model_fails_its_callers_instead_of_hanging():
         )
 
     assert all(isinstance(r, RuntimeError) for r in asyncio.run(run()))
+
+
+class CountingModel(SlowModel):
+    """Also records how many passes ran at once at most."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        super().__init__(seconds)
+        self.running = 0
+        self.most = 0
+
+    async def __call__(self, payloads: list) -> list:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await super().__call__(payloads)
+        finally:
+            self.running -= 1
+
+
+def test_parallel_passes_compute_side_by_side_and_each_caller_gets_its_own():
+    async def run(passes: int):
+        model = CountingModel(0.05)
+        batcher = _batcher(model, max_batch_size=4, max_batch_tokens=4 * 16, parallel_passes=passes)
+        results = await asyncio.gather(*(batcher.submit(f"x{i}", tokens=16) for i in range(16)))
+        assert results == [f"v:x{i}" for i in range(16)]
+        assert sorted(p for b in model.batches for p in b) == sorted(f"x{i}" for i in range(16))
+        return model.most
+
+    assert asyncio.run(run(1)) == 1
+    assert asyncio.run(run(2)) == 2
+    assert asyncio.run(run(3)) == 3
+
+
+def test_one_big_group_still_spreads_over_parallel_passes():
+    async def run():
+        model = CountingModel(0.05)
+        batcher = _batcher(model, max_batch_size=4, max_batch_tokens=4 * 16, parallel_passes=2)
+        out = await batcher.submit_group([([f"g{i}" for i in range(12)], [16] * 12, None)])
+        assert out == [[f"v:g{i}" for i in range(12)]]
+        return model.most
+
+    assert asyncio.run(run()) == 2
