@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from serve_app.chunking import DEFAULT_PERCENTILE, DEFAULT_THRESHOLD
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode_text(value: str) -> str:
+    """JSON may escape a lone surrogate (`"\\udcff"`); it is not Unicode text and no tokenizer can take it."""
+    if not value.isascii():
+        bad = _SURROGATE.search(value)
+        if bad is not None:
+            raise PydanticCustomError(
+                "invalid_text",
+                f"contains a lone surrogate (U+{ord(bad.group()):04X} at character {bad.start()}), which is not "
+                "Unicode text; send valid UTF-8",
+            )
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+"""Every text field a client sends: any Unicode (NUL, bidi controls, non-characters, 4-byte characters) but
+no lone surrogates; those are refused with a 400 naming the field."""
 
 
 class _Wire(BaseModel):
@@ -35,10 +57,10 @@ class ContentItem(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    text: str | None = None
-    image: str | None = None
-    video: str | list[str] | None = None
-    instruction: str | None = None
+    text: Text | None = None
+    image: Text | None = None
+    video: Text | list[Text] | None = None
+    instruction: Text | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> ContentItem:
@@ -60,15 +82,15 @@ class EmbeddingRequest(_Wire):
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())  # unknown OpenAI fields are harmless
 
-    model: str
-    input: str | list[str | ContentItem] = Field(
+    model: Text
+    input: Text | list[Text | ContentItem] = Field(
         description="one text, or a list of texts and content objects {text?, image?, video?, instruction?}"
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="matryoshka output size; cut then re-normalized")
-    user: str | None = None
-    task: str | None = Field(None, description="task name; instruction-aware models prepend its instruction")
-    prompt_name: str | None = Field(None, description="a custom instruction (or a task name)")
+    user: Text | None = None
+    task: Text | None = Field(None, description="task name; instruction-aware models prepend its instruction")
+    prompt_name: Text | None = Field(None, description="a custom instruction (or a task name)")
     truncate: bool = Field(False, description="cut inputs longer than the model's limit instead of refusing")
     truncation_direction: Literal["left", "right"] = "right"
     late_chunking: bool = Field(False, description="inputs are consecutive chunks of one document")
@@ -114,12 +136,12 @@ class RerankRequest(_Wire):
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
-    model: str
-    query: str | ContentItem
-    documents: list[str | ContentItem]
+    model: Text
+    query: Text | ContentItem
+    documents: list[Text | ContentItem]
     top_n: int | None = Field(None, description="return only the best n (default: all)")
     return_documents: bool = Field(True, description="include each document's text in the results")
-    instruction: str | None = Field(None, description="task instruction for instruction-aware rerankers")
+    instruction: Text | None = Field(None, description="task instruction for instruction-aware rerankers")
     max_tokens_per_doc: int | None = Field(None, description="cut each document to this many tokens first")
     raw_scores: bool = Field(False, description="raw logits instead of [0, 1] relevance")
 
@@ -148,9 +170,9 @@ class CohereRerankRequest(_Wire):
 
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
-    model: str
-    query: str
-    documents: list[str | ContentItem]
+    model: Text
+    query: Text
+    documents: list[Text | ContentItem]
     top_n: int | None = None
     max_tokens_per_doc: int | None = None
 
@@ -171,8 +193,8 @@ class CohereRerankResponse(BaseModel):
 # the topic shifts, groups them into chunks of at most `max_chunk_tokens`, and, when asked, embeds each
 # chunk with `embedding_model` (separately, or by late chunking).
 class ChunkRequest(_Wire):
-    model: str = Field(description="the model whose sentence embeddings decide where chunks break")
-    input: str = Field(description="the document to chunk")
+    model: Text = Field(description="the model whose sentence embeddings decide where chunks break")
+    input: Text = Field(description="the document to chunk")
     method: Literal["percentile", "threshold"] = Field(
         "percentile",
         description="break where adjacent-sentence cosine similarity is below `threshold`, or below the "
@@ -184,7 +206,7 @@ class ChunkRequest(_Wire):
         None, ge=1, description="most tokens in one chunk (default: the embedding model's limit)"
     )
     return_embeddings: bool = Field(False, description="give each chunk's embedding")
-    embedding_model: str | None = Field(None, description="the model that embeds the chunks (default: `model`)")
+    embedding_model: Text | None = Field(None, description="the model that embeds the chunks (default: `model`)")
     late_chunking: bool = Field(
         False, description="embed the chunks by late chunking (models that support it; needs return_embeddings)"
     )
@@ -212,10 +234,10 @@ class ChunkResponse(BaseModel):
 class TokenizeRequest(_Wire):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())
 
-    model: str
-    input: str | list[str]
-    task: str | None = Field(None, description="count the instruction too, as /v1/embeddings would send it")
-    prompt_name: str | None = None
+    model: Text
+    input: Text | list[Text]
+    task: Text | None = Field(None, description="count the instruction too, as /v1/embeddings would send it")
+    prompt_name: Text | None = None
     return_ids: bool = Field(True, description="include the token ids")
 
 
@@ -252,6 +274,10 @@ class ModelCard(BaseModel):
     outputs: list[str] = Field(default_factory=lambda: ["dense"])
     rerank: str | None = Field(None, description="how the model answers /v1/rerank")
     fallback: str | None = None
+    state: str | None = Field(
+        None,
+        description="running, starting, waiting_for_resources, unhealthy, failed, scaled_to_zero or unknown",
+    )
 
 
 class ModelList(BaseModel):

@@ -5,6 +5,7 @@ handle errors and the framework's own (schema, routing) all leave as `{"error": 
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 from fastapi import FastAPI, Request
@@ -98,8 +99,12 @@ def from_ray(exc: BaseException) -> ServiceError:
     return InferenceFailed("Internal error while running the model.", code="internal")
 
 
+_TYPE_TAG = re.compile(r"^(?:[a-z-]+\[.*\]|str|int|float|bool|[A-Z]\w*)$")  # pydantic's union-branch names
+
+
 def _location(loc: tuple) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    """pydantic's error location as the client wrote the field: `input[2].text`."""
+    parts = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and _TYPE_TAG.match(p))]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
@@ -116,6 +121,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
+        text = [e for e in errors if e.get("type") == "invalid_text"]
+        if text:  # the shape is right but a text is not Unicode: the client's data, not its schema
+            where = _location(tuple(text[0].get("loc", ())))
+            return plain_error(400, f"Invalid request: {where} {text[0].get('msg')}", param=where, code="invalid_text")
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
         where = _location(tuple(first.get("loc", ())))
         message = f"Invalid request: {where}: {first.get('msg')}"
