@@ -9,6 +9,8 @@ Limits and keys come from the application instance that owns this layer, never f
 - Auth: `Authorization: Bearer <key>`, compared in constant time against every key; public paths exempt.
 - Body limit: a declared Content-Length over the limit is refused before reading; a streamed body is cut
   off as soon as it passes the limit. Both answer 413 in the service's error envelope.
+- Content type: a POST to an API route without a JSON content type (`curl -d` sends a form type) is read as
+  JSON when its body is a JSON object or array, and refused with 415 saying what to send otherwise.
 - Fast routes (POST /v1/embeddings, /v1/rerank, /v2/rerank with a JSON content type): the body is parsed once,
   straight into its validated request shape (pydantic from bytes), and handed to the endpoint's handler, with
   no framework routing on the way. A body that does not validate is replayed to the FastAPI app, so every
@@ -68,6 +70,30 @@ async def _answer(send, status: int, body: bytes, extra: Iterable[tuple[bytes, b
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _is_json_type(content_type: bytes) -> bool:
+    """application/json, application/<x>+json, text/json; parameters (charset) ignored."""
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or media == b"text/json" or media.endswith(b"+json")
+
+
+def _looks_like_json(body: bytes) -> bool:
+    return body.lstrip(b" \t\r\n")[:1] in (b"{", b"[")
+
+
+def _not_json(content_type: bytes) -> bytes:
+    got = content_type.decode("latin-1")[:100] if content_type else "none"
+    return error_body(
+        f"The body is not JSON (content type: {got}). Send a JSON body with `Content-Type: application/json`.",
+        "invalid_request_error",
+        code="unsupported_media_type",
+    )
+
+
+def _with_json_type(scope: dict) -> dict:
+    headers = [(k, v) for k, v in scope.get("headers", ()) if k != b"content-type"]
+    return {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
 
 
 def _replay(body: bytes, receive):
@@ -134,7 +160,7 @@ class IngressMiddleware:
     async def _guarded(self, scope, receive, send, path: str) -> None:
         declared = 0
         presented = b""
-        json_body = False
+        content_type = b""
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -142,7 +168,7 @@ class IngressMiddleware:
                 except ValueError:
                     declared = 0
             elif name == b"content-type":
-                json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
+                content_type = value
             elif name == b"authorization" and not presented:
                 scheme, _, token = value.partition(b" ")
                 if scheme.lower() == b"bearer":
@@ -153,29 +179,44 @@ class IngressMiddleware:
         if declared > self.max_body_bytes:
             await _answer(send, 413, self._too_large)
             return
-        route = self.fast_routes.get(path) if json_body and scope.get("method") == "POST" else None
+        post = scope.get("method") == "POST"
+        json_body = _is_json_type(content_type)
+        if post and not json_body and path in self.routes:
+            body = await self._read_body(receive, send)
+            if body is None:
+                return
+            if not _looks_like_json(body):
+                await _answer(send, 415, _not_json(content_type))
+                return
+            scope, receive, json_body = _with_json_type(scope), _replay(body, receive), True
+        route = self.fast_routes.get(path) if json_body and post else None
         if route is not None:
             await self._fast(route, scope, receive, send)
             return
         await self._body_limited(scope, receive, send)
 
-    async def _fast(self, route, scope, receive, send) -> None:
-        """Parse the body once into the route's request shape and call its handler; replay anything else."""
-        shape, handler = route
+    async def _read_body(self, receive, send) -> bytes | None:
+        """The whole body, or None when the client left or the body passed the limit (413 already sent)."""
         chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return  # the client went away before its body arrived
+                return None  # the client went away before its body arrived
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
                 await _answer(send, 413, self._too_large)
-                return
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+                return b"".join(chunks)
+
+    async def _fast(self, route, scope, receive, send) -> None:
+        """Parse the body once into the route's request shape and call its handler; replay anything else."""
+        shape, handler = route
+        body = await self._read_body(receive, send)
+        if body is None:
+            return
         try:
             request = shape.model_validate_json(body)
         except ValidationError:
