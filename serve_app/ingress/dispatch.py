@@ -18,6 +18,7 @@ from deployments.errors import DeadlineExceeded, NotFound
 from deployments.spec import ModelSpec
 from serve_app.ingress.coalescing import CallCoalescer
 from serve_app.ingress.errors import from_ray
+from serve_app.ingress.model_states import ModelStates
 
 METHODS = ("embed", "embed_many", "rerank", "tokenize", "describe")
 
@@ -33,9 +34,16 @@ async def _awaited(response) -> Any:
 
 
 class Dispatcher:
-    def __init__(self, specs: dict[str, ModelSpec], handles: dict[str, DeploymentHandle], timeout_s: float) -> None:
+    def __init__(
+        self,
+        specs: dict[str, ModelSpec],
+        handles: dict[str, DeploymentHandle],
+        timeout_s: float,
+        app_name: str | None = None,
+    ) -> None:
         self.specs = specs
         self.timeout_s = timeout_s
+        self.states = ModelStates(list(specs), app_name)  # a model with no replica to answer: 503 at once
         self._handles = {
             method: {name: h.options(method_name=method) for name, h in handles.items()} for method in METHODS
         }
@@ -54,6 +62,7 @@ class Dispatcher:
         return spec
 
     async def embed(self, name: str, call: EmbedCall) -> EmbedReply:
+        self.states.check(name)
         call.deadline = time.time() + self.timeout_s  # the model skips this call's inputs once it has passed
         coalescer = self._coalescers.get(name)
         if coalescer is None:
@@ -68,9 +77,11 @@ class Dispatcher:
         return DeadlineExceeded(f"The request took longer than {self.timeout_s:g} s.")
 
     async def rerank(self, name: str, call: RerankCall) -> RerankReply:
+        self.states.check(name)
         return await self._call(self._handles["rerank"][name].remote(call))
 
     async def tokenize(self, name: str, texts: list[str]) -> list[list[int]]:
+        self.states.check(name)
         return await self._call(self._handles["tokenize"][name].remote(texts))
 
     async def describe(self, name: str, timeout_s: float) -> dict:

@@ -18,6 +18,13 @@ from serve_app.ingress.dispatch import Dispatcher
 from serve_app.ingress.middleware import load_keys
 
 
+def _app_name() -> str | None:
+    try:
+        return serve.get_replica_context().app_name
+    except Exception:  # built outside a replica (tests of the app alone)
+        return None
+
+
 @serve.deployment
 @serve.ingress()
 class Router:
@@ -33,7 +40,7 @@ class Router:
         self.limits = Limits.model_validate(limits or {})
         auth_cfg = AuthConfig.model_validate(auth or {})
         self.api_keys = load_keys(auth_cfg.api_keys, auth_cfg.api_keys_env)
-        self.dispatcher = Dispatcher(parsed, handles, request_timeout_s)
+        self.dispatcher = Dispatcher(parsed, handles, request_timeout_s, app_name=_app_name())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.dispatcher, self.limits, self.api_keys)

@@ -41,13 +41,18 @@ def model_card(spec: ModelSpec, created: int) -> ModelCard:
 
 def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes:
     created = int(time.time())
-    models_body = dumps(
-        ModelList(data=[model_card(s, created) for s in dispatcher.specs.values()]).model_dump(mode="json")
-    )
+    cards = [model_card(s, created) for s in dispatcher.specs.values()]
+    bodies: dict[tuple, bytes] = {}  # per combination of model states: the list changes only with them
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> Response:
-        return Response(models_body, media_type="application/json")
+        states = dispatcher.states.public()
+        key = tuple(states.values())
+        body = bodies.get(key)
+        if body is None:
+            listed = [card.model_copy(update={"state": states.get(card.id)}) for card in cards]
+            body = bodies[key] = dumps(ModelList(data=listed).model_dump(mode="json"))
+        return Response(body, media_type="application/json")
 
     @app.get("/health", response_model=Health)
     async def health() -> Response:
@@ -55,14 +60,18 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes
 
     @app.get("/ready", response_model=Health, responses={503: {"model": Health}})
     async def ready() -> Response:
+        """Public (no key): one word per model, nothing about errors or resources (those go to callers)."""
         names = list(dispatcher.specs)
 
         async def probe(name: str) -> str:
-            try:
+            state = dispatcher.states.known(name)
+            if state is not None:
+                return "ready" if state.answers else state.state
+            try:  # Serve's status not read yet: ask the model itself
                 await dispatcher.describe(name, READY_PROBE_TIMEOUT_S)
                 return "ready"
-            except Exception as exc:  # not ready is an answer, not an error
-                return f"unavailable: {type(exc).__name__}"
+            except Exception:  # not ready is an answer, not an error
+                return "unavailable"
 
         states = dict(zip(names, await asyncio.gather(*(probe(n) for n in names)), strict=True))
         ok = all(v == "ready" for v in states.values())
