@@ -26,11 +26,12 @@ LOCAL_ENV = {
     # They hold for any topology, so cluster/Dockerfile sets them too.
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    # OpenMP threads sleep as soon as a parallel region ends instead of spinning: between two forward passes a
-    # spinning torch thread burns a core the router and the tokenizer need (measured by `python -m bench.cost`).
-    # A CPU-only deployment of a real model may prefer a short spin: set GOMP_SPINCOUNT (e.g. 20000) yourself.
-    "OMP_WAIT_POLICY": "PASSIVE",
 }
+# OpenMP's wait policy stays libgomp's default (a short spin): small passes run on one thread, without an OpenMP
+# team to spin (deployments/engines/runtime.py: PassThreads), and large ones gain from the spin (measured by
+# `python -m bench.cost`: OMP_WAIT_POLICY=PASSIVE cost MiniLM ~10% at 32 inputs per request). Set OMP_WAIT_POLICY
+# or GOMP_SPINCOUNT yourself to choose otherwise: they reach every worker.
+PASSED_THROUGH_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 # For Ray's workers only (Serve's replicas, proxy, controller), never for this process or its children: Serve's
 # request router on the replica's own loop saves a thread hop per handle call, but breaks handles called from
@@ -86,9 +87,7 @@ def start_local_ray(
     then needs a port of its own in the Serve config.
     """
     env = dict(LOCAL_ENV)
-    if "GOMP_SPINCOUNT" in os.environ:  # the user chose how long OpenMP threads spin: keep libgomp's own policy
-        env.pop("OMP_WAIT_POLICY")
-        env["GOMP_SPINCOUNT"] = os.environ["GOMP_SPINCOUNT"]
+    env.update({k: os.environ[k] for k in PASSED_THROUGH_ENV if k in os.environ})
     if ingress_port is not None:
         env.update(direct_ingress_env(ingress_port))
     for key, value in env.items():
@@ -135,10 +134,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
             args.config = _with_spare_proxy_port(config)
             print(f"embedserve: the router answers HTTP on 127.0.0.1:{ingress_port} itself", file=sys.stderr)
         start_local_ray(args.num_cpus, args.num_gpus, args.metrics_port, ingress_port)
+        if not args.skip_placement_check and not placement_ok(config, local=True):
+            return 2
+    stop_cleanly_on_signals()
     from ray.serve.scripts import run as serve_run
 
     serve_run.main([args.config], standalone_mode=False)
     return 0
+
+
+def placement_ok(config: dict, local: bool) -> bool:
+    """Name every replica the cluster cannot hold, before deploying. A local Ray never grows: refuse; a cluster
+    may add nodes (autoscaler): warn."""
+    from serve_app.placement import HINT, nodes_of_cluster, replicas_of, unplaceable
+
+    try:
+        problems = unplaceable(replicas_of(config), nodes_of_cluster())
+    except Exception as exc:  # a config Serve will word better itself: let `serve run` report it
+        print(f"embedserve: placement not checked ({exc})", file=sys.stderr)
+        return True
+    if not problems:
+        return True
+    head = "cannot place every model on this machine" if local else "WARNING: the cluster cannot place every model now"
+    print(f"embedserve: {head}:", file=sys.stderr)
+    for line in problems:
+        print(f"  - {line}", file=sys.stderr)
+    print(f"  {HINT}", file=sys.stderr)
+    if local:
+        print("  (--skip-placement-check starts it anyway)", file=sys.stderr)
+    return not local
+
+
+def stop_cleanly_on_signals() -> None:
+    """SIGTERM (a container stop, a rolling restart) stops like Ctrl-C: Serve stops taking requests and shuts
+    every deployment down gracefully, finishing the requests in flight; exit status 0.
+
+    Without this, SIGTERM kills the driver at once (Ray prints a crash dump) and the local Ray dies with it,
+    dropping every request in flight.
+    """
+    import signal
+
+    def stop(signum: int, _frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop at a time; a second Ctrl-C still interrupts
+        print(
+            f"embedserve: stopping ({signal.Signals(signum).name}): no new requests; finishing the ones in flight",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _with_spare_proxy_port(config: dict) -> str:
@@ -178,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-cpus", type=int, default=None)
     p.add_argument("--num-gpus", type=int, default=None)
     p.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Prometheus metrics (127.0.0.1)")
+    p.add_argument(
+        "--skip-placement-check",
+        action="store_true",
+        help="start even when the local Ray cannot place every model's replicas (they wait for resources)",
+    )
     p.add_argument(
         "--ingress",
         choices=["auto", "direct", "proxy"],
