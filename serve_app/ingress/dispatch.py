@@ -62,7 +62,7 @@ class Dispatcher:
         return spec
 
     async def embed(self, name: str, call: EmbedCall) -> EmbedReply:
-        self.states.check(name)
+        await self.states.check(name)
         call.deadline = time.time() + self.timeout_s  # the model skips this call's inputs once it has passed
         coalescer = self._coalescers.get(name)
         if coalescer is None:
@@ -77,11 +77,11 @@ class Dispatcher:
         return DeadlineExceeded(f"The request took longer than {self.timeout_s:g} s.")
 
     async def rerank(self, name: str, call: RerankCall) -> RerankReply:
-        self.states.check(name)
+        await self.states.check(name)
         return await self._call(self._handles["rerank"][name].remote(call))
 
     async def tokenize(self, name: str, texts: list[str]) -> list[list[int]]:
-        self.states.check(name)
+        await self.states.check(name)
         return await self._call(self._handles["tokenize"][name].remote(texts))
 
     async def describe(self, name: str, timeout_s: float) -> dict:

@@ -20,6 +20,7 @@ from deployments.errors import Unavailable
 log = logging.getLogger("ray.serve")
 
 REFRESH_S = 1.0
+FIRST_READ_WAIT_S = 1.0
 
 # state -> seconds a client should wait before retrying
 RETRY_AFTER_S = {"starting": 5, "waiting_for_resources": 30, "failed": 60, "unhealthy": 10}
@@ -92,15 +93,24 @@ class ModelStates:
         self.refresh_s = refresh_s
         self._states: dict[str, ModelState] = {}
         self._task: asyncio.Task | None = None
+        self._loaded: asyncio.Event | None = None
 
     def start(self) -> None:
         """Begin refreshing (inside a replica, on its event loop). Outside Serve it stays empty: all allowed."""
         if self._task is None and self.app_name:
+            self._loaded = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
-    def known(self, name: str) -> ModelState | None:
+    async def _first_read(self) -> None:
+        """The first requests of a new router replica wait (at most a second) for the first status read."""
         if self._task is None:
             self.start()
+        if self._loaded is not None and not self._loaded.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._loaded.wait(), FIRST_READ_WAIT_S)
+
+    async def known(self, name: str) -> ModelState | None:
+        await self._first_read()
         return self._states.get(name)
 
     async def stop(self) -> None:
@@ -116,15 +126,17 @@ class ModelStates:
                 self._states = {n: states[n] for n in self.names if n in states}
             except Exception as exc:  # the controller restarting: keep the last known states
                 log.debug("model states not refreshed: %r", exc)
+            if self._loaded is not None:
+                self._loaded.set()
             await asyncio.sleep(self.refresh_s)
 
     def update(self, states: dict[str, ModelState]) -> None:
         self._states = dict(states)
 
-    def check(self, name: str) -> None:
+    async def check(self, name: str) -> None:
         """Raise 503's Unavailable when `name` has no replica to answer; unknown state: let it through."""
-        if self._task is None:
-            self.start()  # first request of this replica: its event loop runs now
+        if self._loaded is None or not self._loaded.is_set():
+            await self._first_read()
         state = self._states.get(name)
         if state is not None and not state.answers:
             raise refusal(name, state)

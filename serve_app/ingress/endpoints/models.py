@@ -64,7 +64,7 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes
         names = list(dispatcher.specs)
 
         async def probe(name: str) -> str:
-            state = dispatcher.states.known(name)
+            state = await dispatcher.states.known(name)
             if state is not None:
                 return "ready" if state.answers else state.state
             try:  # Serve's status not read yet: ask the model itself

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from deployments.errors import Unavailable
@@ -39,15 +41,16 @@ def test_only_models_without_an_answering_replica_are_refused():
             "broken": state_of("DEPLOY_FAILED", {}, "ValueError: no such model folder"),
         }
     )
-    states.check("up")
-    states.check("zero")  # Serve scales it up on this request
-    states.check("new")  # not known yet: let Serve decide
+    check = lambda name: asyncio.run(states.check(name))  # noqa: E731
+    check("up")
+    check("zero")  # Serve scales it up on this request
+    check("new")  # not known yet: let Serve decide
     with pytest.raises(Unavailable) as waiting:
-        states.check("big")
+        check("big")
     assert waiting.value.retry_after_s == 30 and "waiting for resources" in str(waiting.value)
     assert '"CPU": 1.0' in str(waiting.value)
     with pytest.raises(Unavailable) as failed:
-        states.check("broken")
+        check("broken")
     assert "failed to start" in str(failed.value) and "no such model folder" in str(failed.value)
     public = states.public()
     assert public == {
