@@ -136,6 +136,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         start_local_ray(args.num_cpus, args.num_gpus, args.metrics_port, ingress_port)
         if not args.skip_placement_check and not placement_ok(config, local=True):
             return 2
+        if not exposure_ok(config):
+            return 2
     stop_cleanly_on_signals()
     from ray.serve.scripts import run as serve_run
 
@@ -163,6 +165,37 @@ def placement_ok(config: dict, local: bool) -> bool:
     if local:
         print("  (--skip-placement-check starts it anyway)", file=sys.stderr)
     return not local
+
+
+def exposure_ok(config: dict) -> bool:
+    """Refuse to serve an API without keys on a non-loopback address, unless the config says it is intended
+    (`args.auth.allow_unauthenticated: true`). The router enforces the same rule per request (403) wherever the
+    app runs; here the user hears it before anything starts."""
+    import ipaddress
+
+    from serve_app.config import AuthConfig
+
+    host = str((config.get("http_options") or {}).get("host", "127.0.0.1"))
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return True
+    for app in config.get("applications") or []:
+        if app.get("import_path") != "serve_app.app:build_app":
+            continue
+        auth = AuthConfig.model_validate((app.get("args") or {}).get("auth") or {})
+        has_keys = bool(auth.api_keys) or bool(auth.api_keys_env and os.environ.get(auth.api_keys_env))
+        if not has_keys and not auth.allow_unauthenticated:
+            print(
+                f"embedserve: app {app.get('name', 'default')} would listen on {host} without API keys. Set "
+                f"{auth.api_keys_env or 'args.auth.api_keys'} (comma-separated keys) or args.auth.api_keys, or "
+                "args.auth.allow_unauthenticated: true if an open API on this network is intended.",
+                file=sys.stderr,
+            )
+            return False
+    return True
 
 
 def stop_cleanly_on_signals() -> None:

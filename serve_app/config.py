@@ -28,10 +28,12 @@ class Limits(_Strict):
 class AuthConfig(_Strict):
     """Bearer API keys. Keys come from `api_keys` and/or the comma-separated env var `api_keys_env`
     (read by the router replica, so set it in the Serve config's runtime_env or the cluster's environment).
-    No keys at all: the API is open."""
+    No keys at all: the API is open on loopback only; on any other address it refuses requests (403) unless
+    `allow_unauthenticated` says an open API is intended (a network that is private by other means)."""
 
     api_keys: list[str] = Field(default_factory=list)
     api_keys_env: str | None = "EMBEDSERVE_API_KEYS"
+    allow_unauthenticated: bool = Field(False, description="serve without API keys on a non-loopback address")
 
 
 class ModelEntry(BaseModel):

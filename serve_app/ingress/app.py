@@ -17,7 +17,9 @@ from serve_app.ingress.middleware import IngressMiddleware
 ENDPOINTS = (embeddings, rerank, chunk, tokenize, models)
 
 
-def create_app(dispatcher: Dispatcher, limits: Limits, api_keys: list[bytes]) -> FastAPI:
+def create_app(
+    dispatcher: Dispatcher, limits: Limits, api_keys: list[bytes], allow_unauthenticated: bool = False
+) -> FastAPI:
     app = FastAPI(
         title="embedserve",
         version="0.1.0",
@@ -31,6 +33,7 @@ def create_app(dispatcher: Dispatcher, limits: Limits, api_keys: list[bytes]) ->
     app.add_middleware(
         IngressMiddleware,
         keys=api_keys,
+        allow_unauthenticated=allow_unauthenticated,
         max_body_bytes=limits.max_body_bytes,
         routes=routes,
         fast_routes=fast_routes,

@@ -42,7 +42,9 @@ HTTP_STATUS: dict[type[ServiceError], tuple[int, str]] = {
 
 # Statuses the framework produces by itself (no domain error behind them).
 _STATUS_TYPES = {
+    400: "invalid_request_error",
     401: "authentication_error",
+    403: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
     408: "timeout_error",
@@ -74,7 +76,8 @@ def error_response(err: ServiceError) -> Response:
 
 def plain_error(status: int, message: str, param: str | None = None, code: str | None = None) -> Response:
     """A failure the framework found (schema, route, method) rather than the service's logic."""
-    body = error_body(message, _STATUS_TYPES.get(status, "server_error"), param, code)
+    kind = _STATUS_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    body = error_body(message, kind, param, code)
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -121,6 +124,11 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
+        broken = [e for e in errors if e.get("type") == "json_invalid"]
+        if broken:  # not JSON at all: the client's body, not a field
+            where = broken[0].get("loc", ("body", 0))[-1]
+            reason = (broken[0].get("ctx") or {}).get("error", "invalid JSON")
+            return plain_error(400, f"The body is not valid JSON ({reason} at position {where}).", code="invalid_json")
         text = [e for e in errors if e.get("type") == "invalid_text"]
         if text:  # the shape is right but a text is not Unicode: the client's data, not its schema
             where = _location(tuple(text[0].get("loc", ())))

@@ -7,6 +7,8 @@ Limits and keys come from the application instance that owns this layer, never f
 - Metrics: requests and latency per route and status (Ray's metrics, ray_ prefix). Routes the app does not
   know are counted as "other", so random paths cannot grow the number of series.
 - Auth: `Authorization: Bearer <key>`, compared in constant time against every key; public paths exempt.
+  With no keys at all, a request that arrived on a non-loopback address is refused (403) unless the app says
+  `allow_unauthenticated`: an API without keys is for one machine, not a network, unless someone chose so.
 - Body limit: a declared Content-Length over the limit is refused before reading; a streamed body is cut
   off as soon as it passes the limit. Both answer 413 in the service's error envelope.
 - Content type: a POST to an API route without a JSON content type (`curl -d` sends a form type) is read as
@@ -20,6 +22,7 @@ Limits and keys come from the application instance that owns this layer, never f
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import os
 import time
@@ -38,6 +41,20 @@ _LATENCY_BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 _UNAUTHORIZED = error_body(
     "Missing or invalid API key: send `Authorization: Bearer <key>`.", "authentication_error", code="invalid_api_key"
 )
+_EXPOSED = error_body(
+    "This service has no API keys and is reachable from the network, so it refuses requests. Set "
+    "args.auth.api_keys (or the EMBEDSERVE_API_KEYS environment variable of the router), or "
+    "args.auth.allow_unauthenticated: true if an open API on this network is intended.",
+    "authentication_error",
+    code="no_api_keys",
+)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def load_keys(literal: list[str], env_var: str | None) -> list[bytes]:
@@ -117,12 +134,15 @@ class IngressMiddleware:
         *,
         keys: list[bytes],
         max_body_bytes: int,
+        allow_unauthenticated: bool = False,
         routes: Iterable[str] = (),
         fast_routes: dict | None = None,
     ) -> None:
         self.app = app
         self.fast_routes = fast_routes or {}
         self.keys = keys
+        self.allow_unauthenticated = allow_unauthenticated
+        self._local: dict[str, bool] = {}  # listening host -> loopback (asked once per address)
         self.max_body_bytes = max_body_bytes
         self.routes = frozenset(routes)
         self._metrics: _Metrics | None = None  # created in the replica, on first use
@@ -176,6 +196,9 @@ class IngressMiddleware:
         if self.keys and path not in PUBLIC_PATHS and not (presented and key_matches(presented, self.keys)):
             await _answer(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
             return
+        if not self.keys and not self.allow_unauthenticated and path not in PUBLIC_PATHS and self._exposed(scope):
+            await _answer(send, 403, _EXPOSED)
+            return
         if declared > self.max_body_bytes:
             await _answer(send, 413, self._too_large)
             return
@@ -194,6 +217,17 @@ class IngressMiddleware:
             await self._fast(route, scope, receive, send)
             return
         await self._body_limited(scope, receive, send)
+
+    def _exposed(self, scope) -> bool:
+        """The request arrived on a non-loopback address (the server's side of the connection)."""
+        server = scope.get("server")
+        if not server or not server[0]:
+            return False  # a Unix socket or an in-process call
+        host = server[0]
+        local = self._local.get(host)
+        if local is None:
+            local = self._local[host] = _is_loopback(host)
+        return not local
 
     async def _read_body(self, receive, send) -> bytes | None:
         """The whole body, or None when the client left or the body passed the limit (413 already sent)."""

@@ -40,7 +40,8 @@ class Router:
         self.limits = Limits.model_validate(limits or {})
         auth_cfg = AuthConfig.model_validate(auth or {})
         self.api_keys = load_keys(auth_cfg.api_keys, auth_cfg.api_keys_env)
+        self.allow_unauthenticated = auth_cfg.allow_unauthenticated
         self.dispatcher = Dispatcher(parsed, handles, request_timeout_s, app_name=_app_name())
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.dispatcher, self.limits, self.api_keys)
+        return create_app(self.dispatcher, self.limits, self.api_keys, self.allow_unauthenticated)

@@ -94,7 +94,9 @@ def test_bad_requests_get_json_errors(serve_app, payload, status, needle):
 def test_malformed_json_and_oversized_body(serve_app):
     base = serve_app["base_url"]
     bad = httpx.post(f"{base}/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"})
-    _error(bad, 422)
+    error = _error(bad, 400)
+    assert error["code"] == "invalid_json" and error["type"] == "invalid_request_error"
+    assert "not valid JSON" in error["message"]
     big = httpx.post(f"{base}/v1/embeddings", content=b"x" * 250_000, headers={"content-type": "application/json"})
     assert "max_body_bytes" in _error(big, 413)["message"]
     _error(httpx.get(f"{base}/no/such/route"), 404)

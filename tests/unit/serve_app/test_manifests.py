@@ -359,3 +359,25 @@ def test_dockerfile_installs_the_project_on_cuda_with_the_pinned_torch():
     assert text.index("torch==${TORCH_VERSION}") < text.index("'.[gpu]'")  # CUDA torch first, pip keeps it
     for source in ("serve_app", "deployments", "configs", "pyproject.toml"):
         assert re.search(rf"^COPY {source}\b", text, flags=re.M), source
+
+
+def test_shipped_cluster_configs_keep_ray_ports_private_and_need_api_keys():
+    """The network sees the API only, and the API needs keys (the router refuses an open API off loopback)."""
+    manifest = _load(MANIFEST)["spec"]["rayClusterConfig"]
+    for group in [manifest["headGroupSpec"], *manifest["workerGroupSpecs"]]:
+        (container,) = group["template"]["spec"]["containers"]
+        keys = [e for e in container["env"] if e["name"] == "EMBEDSERVE_API_KEYS"]
+        assert keys and keys[0]["valueFrom"]["secretKeyRef"]["name"] == "embedserve-api-keys"
+    policy = _load(REPO / "cluster" / "networkpolicy.yaml")
+    assert policy["kind"] == "NetworkPolicy" and policy["spec"]["podSelector"]["matchLabels"] == {
+        "ray.io/is-ray-node": "yes"
+    }
+    open_to_all = [rule for rule in policy["spec"]["ingress"] if "from" not in rule]
+    assert [p["port"] for rule in open_to_all for p in rule["ports"]] == [8000]
+    dockerfile = (REPO / "cluster" / "Dockerfile").read_text()
+    assert [line for line in dockerfile.splitlines() if line.startswith("EXPOSE")] == ["EXPOSE 8000"]
+    launcher = (REPO / "cluster" / "aws-gpu.yaml").read_text()
+    assert "--dashboard-host=127.0.0.1" in launcher and "--dashboard-host=0.0.0.0" not in launcher
+    for path in (REPO / "configs").glob("gpu*.yaml"):
+        for app in _load(path)["applications"]:
+            assert not (app["args"].get("auth") or {}).get("allow_unauthenticated"), path
