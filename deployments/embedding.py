@@ -7,6 +7,8 @@ shared with other requests -> engine.forward (model thread) -> matryoshka cut + 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from ray import serve
 
@@ -59,16 +61,22 @@ class EmbeddingDeployment(BatchedModel):
         if call.late_chunking:
             return await self._late_chunk(call)
         if call.items is not None or sum(len(t) for t in call.texts) > INLINE_TOKENIZE_CHARS:
-            prepared = await self.executors.run_prep(self._prepare, call)
+            gone = threading.Event()  # set when this call ends: the media work stops between items
+            try:
+                prepared = await self.executors.run_prep(self._prepare, call, gone)
+            finally:
+                gone.set()
         else:
             prepared = self._prepare(call)
         rows = await self.batcher.submit_all(prepared, [p.cost for p in prepared], call.deadline)
         return self._reply(call, prepared, rows)
 
-    def _prepare(self, call: EmbedCall) -> list:
+    def _prepare(self, call: EmbedCall, gone: threading.Event | None = None) -> list:
         inputs = call.texts
-        if call.items is not None:
-            inputs = decode_items(call.items, call.instruction, self.engine, param="input")
+        if call.items is not None:  # one media budget (time, items, bytes) for the whole call
+            inputs = decode_items(
+                call.items, call.instruction, self.engine, param="input", cancelled=gone, deadline=call.deadline
+            )
         try:
             prepared = self.engine.prepare(inputs, call.truncate, call.truncation_direction)
         except InputError as exc:

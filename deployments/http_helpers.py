@@ -1,5 +1,6 @@
 """HTTP client helpers shared by every client of an embeddings API in this project: the remote backend
-(deployments/remote.py) and the Python client (serve_app/client). One copy, so a Retry-After in HTTP-date
+(deployments/remote/) and the Python client (serve_app/client); `unasked_encoding` also serves the media
+fetcher (deployments/media/http_fetch.py). One copy, so a Retry-After in HTTP-date
 form or a malformed base64 row is read the same way everywhere.
 
 The lowest layer: no Ray, no httpx, nothing from serve_app (serve_app may import this, never the reverse).
@@ -31,6 +32,16 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def unasked_encoding(content_encoding: str | None) -> str | None:
+    """The Content-Encoding header of an answer to a request that asked for `identity`, when it names any
+    other coding (None when the body is plain). Such a body is refused, never decoded: a few hundred bytes of
+    nested gzip inflate to hundreds of MiB before a byte cap on the decoded stream could see them."""
+    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
+    if any(c != "identity" for c in codings):
+        return content_encoding.strip()[:60]
+    return None
 
 
 def backoff_seconds(attempt: int, base_s: float = 0.5, cap_s: float = 8.0) -> float:

@@ -8,6 +8,8 @@ scores were asked -> RerankReply in document order.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from ray import serve
 
@@ -15,25 +17,29 @@ from deployments.calls import RerankCall, RerankReply
 from deployments.engines.postprocess import relevance
 from deployments.engines.protocol import InputError
 from deployments.errors import InvalidRequest
-from deployments.media_inputs import decode_item
+from deployments.media_inputs import decode_contents
 from deployments.shell import BatchedModel, input_error
 
 
 @serve.deployment
 class RerankDeployment(BatchedModel):
     async def rerank(self, call: RerankCall) -> RerankReply:
-        items = await self.executors.run_prep(self._prepare, call)
+        gone = threading.Event()  # set when this call ends: the media work stops between items
+        try:
+            items = await self.executors.run_prep(self._prepare, call, gone)
+        finally:
+            gone.set()
         logits = np.asarray(await self.batcher.submit_all(items, [p.cost for p in items]), dtype=np.float32)
         return RerankReply(
             scores=relevance(logits, call.raw_scores), token_counts=[len(p) for p in items], model=self.spec.name
         )
 
-    def _prepare(self, call: RerankCall) -> list:
+    def _prepare(self, call: RerankCall, gone: threading.Event | None = None) -> list:
         query, documents = call.query, call.documents
-        if self.spec.recipe.multimodal:
-            sampling = self.engine.video_sampling()
-            query = decode_item(_content(query), "query", sampling)
-            documents = [decode_item(_content(d), f"documents[{i}]", sampling) for i, d in enumerate(documents)]
+        if self.spec.recipe.multimodal:  # one media budget (time, items, bytes) for the query and all documents
+            sides = [("query", _content(query))] + [(f"documents[{i}]", _content(d)) for i, d in enumerate(documents)]
+            decoded = decode_contents(sides, self.engine.video_sampling(), cancelled=gone)
+            query, documents = decoded[0], decoded[1:]
         try:
             return self.engine.prepare_pairs(query, documents, call.instruction, call.max_tokens_per_doc)
         except InputError as exc:

@@ -6,7 +6,7 @@ pixels, and it does so under explicit limits. No torch, no Ray: the functions ar
 to run in worker threads.
 
 Modules
-    limits       MediaLimits (every cap and timeout) and MediaError
+    limits       MediaLimits (every cap and timeout), MediaError, and MediaBudget (one request's media allowance)
     addresses    the address policy: which hosts a fetch may connect to
     http_fetch   GET of an http(s) URL under the policy
     references   a reference string -> bytes (URL, data URI, base64); every other scheme is refused
@@ -25,18 +25,27 @@ API
     load_video(ref, *, sampling=VideoSampling(), limits=..., policy=...) -> Video
     decode_image(data: bytes, limits) / decode_video(data: bytes, sampling, limits)   (bytes already in hand)
     fetch(url, *, max_bytes, limits, policy) -> bytes
+    MediaBudget(limits, cancelled=..., deadline=...): pass the same one as `budget=` to every load_* call of
+    one request: one deadline for all of its media (`request_media_deadline_s`), caps on its references
+    (`max_media_items`) and bytes (`max_request_media_bytes`), and a stop between items and frames once
+    `cancelled` (a threading.Event or a callable) says the caller is gone (MediaCancelled).
     Every failure raises MediaError(message); the message is safe to return to the client (the service
-    answers 400 and names the input index).
+    answers 400 and names the input index). Any exception from a decoder on client bytes is a MediaError.
 
 Fetching (URLs)
-    http(s) only, no credentials in the URL; the host is resolved once and every resolved address must
+    http(s) only, no credentials in the URL, only ports in `allowed_ports` (80 and 443 by default); the
+    host is resolved once and every resolved address must
     pass the AddressPolicy (PUBLIC_ONLY refuses loopback, private, link-local, shared, multicast,
     reserved, unspecified, IPv4-mapped / 6to4 / Teredo / NAT64 forms of those, and cloud metadata
     addresses); the connection goes to the address that was checked (the URL is pinned to the IP; the
     Host header and TLS SNI / certificate check keep the name), so DNS cannot change between check and
-    connect. Redirects are followed by hand, at most `max_redirects`, each hop checked again. Connect and
-    read timeouts, an overall deadline, no proxies from the environment, and a byte cap enforced while
-    streaming (Content-Length above the cap is refused before reading).
+    connect. Every refusal of a host (blocked name, no such name, internal address, port not allowed) says
+    the same words, so the fetcher is no name prober or port scanner. Redirects are followed by hand, at
+    most `max_redirects`, each hop checked again. Connect and read timeouts, and an overall deadline that
+    bounds every single network operation (slowly trickled headers and slow redirect chains included); no
+    proxies from the environment; bodies read raw and only uncompressed (`identity`; a compressed answer
+    is refused), under a byte cap enforced while streaming (Content-Length above the cap is refused before
+    reading).
 
 Images
     Pillow with a format allow-list (JPEG, PNG, WEBP, GIF (first frame), BMP). The pixel count is read
@@ -60,7 +69,7 @@ from deployments.engines.visual_inputs import Video, VideoSampling
 from deployments.media.addresses import PUBLIC_ONLY, AddressPolicy, is_public_address
 from deployments.media.http_fetch import fetch
 from deployments.media.images import decode_image, load_image, to_rgb
-from deployments.media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
+from deployments.media.limits import DEFAULT_LIMITS, MediaBudget, MediaCancelled, MediaError, MediaLimits
 from deployments.media.video import (
     DEFAULT_SAMPLING,
     decode_video,
@@ -77,6 +86,8 @@ __all__ = [
     "DEFAULT_SAMPLING",
     "PUBLIC_ONLY",
     "AddressPolicy",
+    "MediaBudget",
+    "MediaCancelled",
     "MediaError",
     "MediaLimits",
     "Video",

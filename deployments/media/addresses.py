@@ -1,7 +1,9 @@
 """Which hosts a fetch may connect to: public unicast addresses only, never loopback, private or metadata.
 
 The check is on resolved addresses (the fetch then connects to the address that passed), so a name that
-resolves to an internal address is refused like the address itself.
+resolves to an internal address is refused like the address itself. Every refusal (a blocked name, a name that
+does not resolve, an internal address, a port not allowed) says the same words, so that the fetcher cannot be
+used to tell which internal names exist or which ports are open.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ _METADATA_NETS = tuple(
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _BLOCKED_NAMES = ("localhost", "metadata", "metadata.google.internal", "instance-data")
+
+
+def refusal(host: str) -> MediaError:
+    """The one answer for every host the fetcher will not use, whatever the reason (no oracle)."""
+    return MediaError(f"refused to fetch from {host!r}: not a reachable public host")
 
 
 def is_public_address(ip: IPAddress) -> bool:
@@ -59,11 +66,13 @@ class AddressPolicy:
     """Which hosts a fetch may connect to. Subclass (tests only) to allow a local test server."""
 
     def check_host(self, host: str) -> None:
+        """Refuse names that are internal by definition, before any lookup."""
         name = host.rstrip(".").lower()
         if name in _BLOCKED_NAMES or name.endswith(".localhost"):
-            raise MediaError(f"refused to fetch from {host!r}: not a public host")
+            raise refusal(host)
 
     def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """Every address `host` resolves to (an IP literal is itself); a name that does not resolve is refused."""
         try:
             return [ipaddress.ip_address(host)]
         except ValueError:
@@ -71,7 +80,7 @@ class AddressPolicy:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise MediaError(f"cannot resolve host {host!r}") from exc
+            raise refusal(host) from exc
         out = []
         for info in infos:
             addr = info[4][0]
@@ -82,11 +91,16 @@ class AddressPolicy:
             if ip not in out:
                 out.append(ip)
         if not out:
-            raise MediaError(f"cannot resolve host {host!r}")
+            raise refusal(host)
         return out
 
     def allows(self, ip: IPAddress, port: int) -> bool:
+        """May a fetch connect to this address (the port is checked apart, by `allows_port`)?"""
         return is_public_address(ip)
+
+    def allows_port(self, port: int, allowed: tuple[int, ...] | None) -> bool:
+        """May a URL name this port? `allowed` is MediaLimits.allowed_ports (None or empty: any port)."""
+        return not allowed or port in allowed
 
 
 PUBLIC_ONLY = AddressPolicy()

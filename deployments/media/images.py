@@ -11,7 +11,7 @@ import io
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from deployments.media.addresses import PUBLIC_ONLY, AddressPolicy
-from deployments.media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
+from deployments.media.limits import DEFAULT_LIMITS, MediaBudget, MediaError, MediaLimits
 from deployments.media.references import reference_bytes
 
 # Pillow's own bomb guard, as a second line behind the explicit header check below: it warns above this
@@ -26,8 +26,10 @@ def load_image(
     limits: MediaLimits = DEFAULT_LIMITS,
     policy: AddressPolicy = PUBLIC_ONLY,
     deadline: float | None = None,
+    budget: MediaBudget | None = None,
 ) -> Image.Image:
-    data = reference_bytes(ref, "image", limits.max_image_bytes, limits, policy, deadline)
+    """An image reference -> RGB image; with a `budget`, drawn from one request's media allowance."""
+    data = reference_bytes(ref, "image", limits.max_image_bytes, limits, policy, deadline, budget)
     return decode_image(data, limits)
 
 
@@ -49,7 +51,9 @@ def decode_image(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> Image.Ima
         raise MediaError(f"not an image in an accepted format ({allowed})") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise MediaError("image is too large (decompression bomb guard)") from exc
-    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, MemoryError) as exc:
+    except Exception as exc:
+        # Any failure inside Pillow on client bytes (struct.error, KeyError, ZeroDivisionError, ... on corrupt
+        # files) is the client's bad image, never a server error.
         raise MediaError(f"could not decode image ({type(exc).__name__})") from exc
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 
 from deployments.media.addresses import AddressPolicy
 from deployments.media.http_fetch import fetch
-from deployments.media.limits import MediaError, MediaLimits
+from deployments.media.limits import MediaBudget, MediaError, MediaLimits
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _B64_CHARS = re.compile(r"^[A-Za-z0-9+/_\-]*={0,2}$")
@@ -25,8 +26,32 @@ def reference_bytes(
     limits: MediaLimits,
     policy: AddressPolicy,
     deadline: float | None = None,
+    budget: MediaBudget | None = None,
 ) -> bytes:
-    """The bytes behind `ref` (`kind` is "image" or "video", for messages and the data URI type check)."""
+    """The bytes behind `ref` (`kind` is "image" or "video", for messages and the data URI type check).
+
+    With a `budget` (one request's media), the fetch also ends by the request's deadline, and the bytes are
+    charged to the request's total.
+    """
+    if budget is None:
+        return _reference_bytes(ref, kind, max_bytes, limits, policy, deadline)
+    budget.check()
+    if deadline is None:
+        deadline = time.monotonic() + limits.fetch_deadline_s
+    data = _reference_bytes(ref, kind, budget.cap_bytes(max_bytes), limits, policy, budget.until(deadline))
+    budget.take_bytes(len(data))
+    return data
+
+
+def _reference_bytes(
+    ref: str,
+    kind: str,
+    max_bytes: int,
+    limits: MediaLimits,
+    policy: AddressPolicy,
+    deadline: float | None,
+) -> bytes:
+    """Dispatch on the reference's form: URL (fetched), data URI, or bare base64."""
     if not isinstance(ref, str):
         raise MediaError(f"{kind} must be a string (URL, data URI or base64)")
     text = ref.strip()

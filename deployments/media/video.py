@@ -21,7 +21,7 @@ from PIL import Image
 from deployments.engines.visual_inputs import Video, VideoSampling
 from deployments.media.addresses import PUBLIC_ONLY, AddressPolicy
 from deployments.media.images import load_image
-from deployments.media.limits import DEFAULT_LIMITS, MediaError, MediaLimits
+from deployments.media.limits import DEFAULT_LIMITS, MediaBudget, MediaError, MediaLimits
 from deployments.media.references import reference_bytes
 
 DEFAULT_SAMPLING = VideoSampling()
@@ -33,13 +33,18 @@ def load_video(
     sampling: VideoSampling = DEFAULT_SAMPLING,
     limits: MediaLimits = DEFAULT_LIMITS,
     policy: AddressPolicy = PUBLIC_ONLY,
+    budget: MediaBudget | None = None,
 ) -> Video:
-    """A video file reference, or a list of frame references (each an image reference)."""
+    """A video file reference, or a list of frame references (each an image reference).
+
+    With a `budget` (one request's media), fetching and decoding end by the request's deadline and stop
+    when the caller is gone.
+    """
     if isinstance(ref, str):
-        data = reference_bytes(ref, "video", limits.max_video_bytes, limits, policy)
-        return decode_video(data, sampling, limits)
+        data = reference_bytes(ref, "video", limits.max_video_bytes, limits, policy, budget=budget)
+        return decode_video(data, sampling, limits, budget=budget)
     if isinstance(ref, (list, tuple)):
-        return load_frames(ref, sampling=sampling, limits=limits, policy=policy)
+        return load_frames(ref, sampling=sampling, limits=limits, policy=policy, budget=budget)
     raise MediaError("video must be a URL, a data URI, base64, or a list of frames")
 
 
@@ -49,21 +54,27 @@ def load_frames(
     sampling: VideoSampling = DEFAULT_SAMPLING,
     limits: MediaLimits = DEFAULT_LIMITS,
     policy: AddressPolicy = PUBLIC_ONLY,
+    budget: MediaBudget | None = None,
 ) -> Video:
+    """A client list of frame images -> a Video, subsampled before any frame is fetched."""
     if not refs:
         raise MediaError("video frame list is empty")
     if len(refs) > limits.max_frame_list:
         raise MediaError(f"video frame list has {len(refs)} frames, over the limit of {limits.max_frame_list}")
     chosen = sample_frame_list(len(refs), sampling.max_frames)
     deadline = time.monotonic() + limits.fetch_deadline_s * 2
-    budget = sampling.frame_budget(len(chosen) + len(chosen) % sampling.frame_factor) * sampling.headroom
+    if budget is not None:
+        deadline = budget.until(deadline)
+    pixels = sampling.frame_budget(len(chosen) + len(chosen) % sampling.frame_factor) * sampling.headroom
     frames = []
     for position in chosen:
         try:
-            image = load_image(refs[position], limits=limits, policy=policy, deadline=deadline)
+            if time.monotonic() >= deadline:
+                raise MediaError("timed out")
+            image = load_image(refs[position], limits=limits, policy=policy, deadline=deadline, budget=budget)
         except MediaError as exc:
-            raise MediaError(f"frame {position}: {exc}") from None
-        frames.append(_reduce(image, budget))
+            raise type(exc)(f"frame {position}: {exc}") from None
+        frames.append(_reduce(image, pixels))
     return Video(
         frames=frames,
         fps=sampling.list_fps,
@@ -128,32 +139,53 @@ def decode_video(
     data: bytes,
     sampling: VideoSampling = DEFAULT_SAMPLING,
     limits: MediaLimits = DEFAULT_LIMITS,
+    *,
+    budget: MediaBudget | None = None,
 ) -> Video:
-    """Bytes of a video file -> the sampled frames (RGB), decoded with PyAV under the limits."""
+    """Bytes of a video file -> the sampled frames (RGB), decoded with PyAV under the limits.
+
+    Every failure is a MediaError: the bytes are the client's, so whatever PyAV or Pillow raises on a corrupt
+    file (FFmpeg errors, a stream without a codec context, ...) is a bad input, never a server error.
+    """
     import av  # imported here: only video requests pay for it
 
     fmt = sniff_container(data)
     deadline = time.monotonic() + limits.decode_deadline_s
     try:
-        total, fps = _probe(av, data, fmt, limits)
-        n = num_sampled_frames(total, fps, sampling)
-        wanted = sample_indices(total, n)
-        budget = sampling.frame_budget(n + n % sampling.frame_factor) * sampling.headroom
-        frames, decoded = _decode_frames(av, data, fmt, wanted, budget, limits, deadline)
-        if len(frames) < len(wanted):
-            # The container's frame count was wrong: sample again from the frames that really exist.
-            total = decoded
-            if total < 1:
-                raise MediaError("video has no decodable frames")
-            n = num_sampled_frames(total, fps, sampling)
-            wanted = sample_indices(total, n)
-            frames, _ = _decode_frames(av, data, fmt, wanted, budget, limits, deadline)
-            if len(frames) < len(wanted):
-                raise MediaError("video could not be decoded consistently")
+        return _decode_video(av, data, fmt, sampling, limits, deadline, budget)
     except MediaError:
         raise
-    except (av.error.FFmpegError, OSError, ValueError, TypeError, IndexError, MemoryError) as exc:
+    except Exception as exc:
         raise MediaError(f"could not decode video ({type(exc).__name__})") from exc
+
+
+def _decode_video(
+    av: ModuleType,
+    data: bytes,
+    fmt: str,
+    sampling: VideoSampling,
+    limits: MediaLimits,
+    deadline: float,
+    budget: MediaBudget | None,
+) -> Video:
+    """Probe, sample and decode; the second pass runs when the container's frame count was wrong."""
+    if budget is not None:
+        deadline = budget.until(deadline)
+    total, fps = _probe(av, data, fmt, limits)
+    n = num_sampled_frames(total, fps, sampling)
+    wanted = sample_indices(total, n)
+    pixels = sampling.frame_budget(n + n % sampling.frame_factor) * sampling.headroom
+    frames, decoded = _decode_frames(av, data, fmt, wanted, pixels, limits, deadline, budget)
+    if len(frames) < len(wanted):
+        # The container's frame count was wrong: sample again from the frames that really exist.
+        total = decoded
+        if total < 1:
+            raise MediaError("video has no decodable frames")
+        n = num_sampled_frames(total, fps, sampling)
+        wanted = sample_indices(total, n)
+        frames, _ = _decode_frames(av, data, fmt, wanted, pixels, limits, deadline, budget)
+        if len(frames) < len(wanted):
+            raise MediaError("video could not be decoded consistently")
     return Video(frames=frames, fps=fps, frame_indices=wanted, total_frames=total, source="file")
 
 
@@ -167,6 +199,8 @@ def _probe(av: ModuleType, data: bytes, fmt: str, limits: MediaLimits) -> tuple[
             raise MediaError("no video stream")
         stream = container.streams.video[0]
         ctx = stream.codec_context
+        if ctx is None:  # a damaged header: the stream is there but its codec is not
+            raise MediaError("the video stream has no usable codec")
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if width * height > limits.max_video_frame_pixels:
             raise MediaError(f"video frames are {width}x{height}, over the {limits.max_video_frame_pixels}-pixel limit")
@@ -200,11 +234,16 @@ def _decode_frames(
     data: bytes,
     fmt: str,
     wanted: list[int],
-    budget: float,
+    pixels: float,
     limits: MediaLimits,
     deadline: float,
+    budget: MediaBudget | None = None,
 ) -> tuple[list[Image.Image], int]:
-    """Decode in order, keeping the wanted indices (an index may repeat); returns (frames, frames seen)."""
+    """Decode in order, keeping the wanted indices (an index may repeat); returns (frames, frames seen).
+
+    `pixels` bounds a kept frame (see _reduce); the request's `budget`, if any, is checked after each frame
+    so that decoding stops once the caller is gone.
+    """
     wanted_set = set(wanted)
     last = max(wanted) if wanted else -1
     kept: dict[int, Image.Image] = {}
@@ -217,13 +256,15 @@ def _decode_frames(
             if frame.width * frame.height > limits.max_video_frame_pixels:
                 raise MediaError(f"a video frame is {frame.width}x{frame.height}, over the pixel limit")
             if index in wanted_set:
-                kept[index] = _reduce(frame.to_image(), budget)
+                kept[index] = _reduce(frame.to_image(), pixels)
             if index >= last:
                 break
             if seen > limits.max_decoded_frames:
                 raise MediaError("video has too many frames")
             if time.monotonic() > deadline:
                 raise MediaError("video took too long to decode")
+            if budget is not None:
+                budget.check()
     return [kept[i] for i in wanted if i in kept], seen
 
 

@@ -18,6 +18,7 @@ from deployments.remote.target import (
     SOURCE_OPTIONS,
     RemoteTarget,
     default_key_envs,
+    is_openrouter_host,
     parse_source,
     resolve_api_key,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "RemoteStats",
     "RemoteTarget",
     "default_key_envs",
+    "is_openrouter_host",
     "parse_source",
     "remote_message",
     "resolve_api_key",

@@ -5,6 +5,11 @@ Path of a call: split the inputs into chunks of at most `batching.max_batch_size
 with exponential backoff on 429 / 5xx / connection errors (bounded, honouring `Retry-After`) -> remote errors
 mapped to domain errors (deployments/errors.py) -> cut + re-normalize when the remote ignored `dimensions`
 -> EmbedReply.
+
+Answers are read raw and capped (`RemoteTarget.response_cap`): we ask for `identity` and refuse a compressed
+answer, so nothing can inflate past the cap. What the remote said when it failed, and where it is, go to the
+log (logger "ray.serve") only: the API client hears which of our models failed and the HTTP status, never the
+backend's URL or its error body.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import binascii
 import logging
 import math
 import random
+import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +39,34 @@ from deployments.errors import (
     Unavailable,
     UpstreamFailed,
 )
-from deployments.http_helpers import backoff_seconds, decode_rows, retry_after_seconds
+from deployments.http_helpers import backoff_seconds, decode_rows, retry_after_seconds, unasked_encoding
 from deployments.remote.target import RemoteTarget, default_key_envs
 
 log = logging.getLogger("ray.serve")
 
 TRUNCATE_FIELDS = ("truncate", "truncation_direction")
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+ERROR_BODY_BYTES = 64 * 2**10  # of an error answer, read for the log only
+_PARAM = re.compile(r"[A-Za-z_][A-Za-z0-9_.\[\]]{0,63}")
+
+
+class ResponseRefused(Exception):
+    """The remote's answer is not read: over the size cap, or compressed although we asked for identity."""
+
+
+@dataclass
+class RawAnswer:
+    """A remote answer read under the cap: status, headers and the (raw, uncompressed) body."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    truncated: bool = False
+
+    def as_response(self) -> httpx.Response:
+        """An httpx.Response of the body as read, for remote_message (only the content type is kept)."""
+        ctype = self.headers.get("content-type")
+        return httpx.Response(self.status_code, headers={"content-type": ctype} if ctype else {}, content=self.content)
 
 
 def remote_message(resp: httpx.Response) -> tuple[str, str | None]:
@@ -105,7 +133,12 @@ class RemoteEmbedder:
         self.name = name
         self.target = target
         self.chunk_size = max(1, chunk_size)
-        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        # identity: a compressed answer could inflate far past the response cap (it is refused, not decoded).
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "accept-encoding": "identity",
+        }
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._transport = transport
@@ -152,7 +185,7 @@ class RemoteEmbedder:
         width = vectors.shape[1]
         if call.dimensions is not None and width < call.dimensions:
             raise UpstreamFailed(
-                f"The remote model {self.target.model} returned {width}-dimensional vectors, fewer than "
+                f"The remote model {self.name} returned {width}-dimensional vectors, fewer than "
                 f"dimensions={call.dimensions}.",
                 param="dimensions",
                 code="remote_bad_response",
@@ -187,11 +220,11 @@ class RemoteEmbedder:
             body = await self.post({k: v for k, v in payload.items() if k not in TRUNCATE_FIELDS})
             if self.send_truncate:
                 self.send_truncate = False
-                log.warning("%s: the remote refuses `truncate`; no longer sending it (%s)", self.name, err.message)
+                log.warning("%s: the remote refuses `truncate`; no longer sending it", self.name)
         try:
             vectors = decode_rows(body.get("data") if isinstance(body, dict) else None, len(texts))
         except (ValueError, binascii.Error) as exc:
-            raise self._bad_response(str(exc)) from None
+            raise self._fail(self._bad_response(str(exc)[:200]), f"invalid embeddings response: {exc}") from None
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         total = usage.get("prompt_tokens")
         if not isinstance(total, int):
@@ -200,102 +233,183 @@ class RemoteEmbedder:
 
     # ---- one POST, with retries --------------------------------------------------------------------------
     async def post(self, payload: dict[str, Any]) -> Any:
+        """POST one chunk, retrying 429 / 5xx / connection errors; the decoded JSON answer or a domain error."""
         client = self._http()
         assert self._slots is not None
         content = orjson.dumps(payload)
         t = self.target
+        inputs = payload.get("input")
+        cap = t.response_cap(len(inputs) if isinstance(inputs, list) else 1)
         attempt = 0
         while True:
             retry_after: float | None = None
             async with self._slots:
                 self.stats.calls += 1
                 try:
-                    resp = await client.post(t.endpoint, content=content)
+                    answer = await read_answer(client, t.endpoint, content, cap)
                 except httpx.TimeoutException as exc:
                     if not isinstance(exc, httpx.ConnectTimeout):
-                        raise self._fail(self._timeout()) from None
-                    reason = f"connect timeout after {t.connect_timeout_s:g} s"
+                        why = f"no answer within {t.read_timeout_s:g} s ({type(exc).__name__})"
+                        raise self._fail(self._timeout(), why) from None
+                    reason, detail = "connect timeout", f"connect timeout after {t.connect_timeout_s:g} s"
                 except httpx.TransportError as exc:
-                    reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                    reason = f"connection error ({type(exc).__name__})"
+                    detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                except ResponseRefused as exc:
+                    raise self._fail(self._bad_response(str(exc)), str(exc)) from None
                 else:
-                    if resp.status_code < 300:
+                    if answer.status_code < 300:
                         try:
-                            return orjson.loads(resp.content)
+                            return orjson.loads(answer.content)
                         except orjson.JSONDecodeError:
-                            raise self._fail(self._bad_response("the body is not JSON")) from None
-                    if resp.status_code not in RETRYABLE_STATUSES:
-                        raise self._fail(self._map_status(resp))
-                    msg, _ = remote_message(resp)
-                    reason = f"HTTP {resp.status_code}: {msg}"
-                    retry_after = retry_after_seconds(resp.headers.get("retry-after"))
+                            why = f"the body is not JSON: {answer.content[:200]!r}"
+                            raise self._fail(self._bad_response("the body is not JSON"), why) from None
+                    if answer.status_code not in RETRYABLE_STATUSES:
+                        detail = f"HTTP {answer.status_code}: {upstream_detail(answer)}"
+                        raise self._fail(self._map_status(answer), detail)
+                    reason = f"HTTP {answer.status_code}"
+                    detail = f"HTTP {answer.status_code}: {upstream_detail(answer)}"
+                    retry_after = retry_after_seconds(answer.headers.get("retry-after"))
             attempt += 1
-            self.stats.last_error = reason
+            self.stats.last_error = detail[:500]
             backoff = backoff_seconds(attempt - 1, t.backoff_s, t.max_backoff_s)
             if attempt > t.retries or (retry_after is not None and retry_after > t.max_retry_after_s):
                 wait = retry_after if retry_after is not None else backoff
-                raise self._fail(self._unavailable(attempt, reason, wait))
+                why = f"giving up after {attempt} attempt(s); last: {detail}"
+                raise self._fail(self._unavailable(attempt, reason, wait), why)
             delay = retry_after if retry_after is not None else backoff * random.uniform(0.5, 1.0)
             self.stats.retries += 1
-            log.warning("%s: remote %s (attempt %d), retrying in %.2f s", self.name, reason, attempt, delay)
+            log.warning(
+                "%s: remote %s at %s (attempt %d), retrying in %.2f s",
+                self.name,
+                detail[:500],
+                t.display_url,
+                attempt,
+                delay,
+            )
             await asyncio.sleep(delay)
 
-    # ---- error mapping -----------------------------------------------------------------------------------
-    def _fail(self, err: ServiceError) -> ServiceError:
+    # ---- error mapping: details to the log, a plain answer to the client ----------------------------------
+    def _fail(self, err: ServiceError, detail: str | None = None) -> ServiceError:
+        """Count a failed call; `detail` (the upstream's own words, where it is) goes to the log and to
+        describe(), which only operators see; the client gets `err` alone."""
         self.stats.failures += 1
-        self.stats.last_error = err.message
+        self.stats.last_error = (detail or err.message)[:500]
+        if detail:
+            self._log_failure(detail)
         return err
 
-    def _where(self) -> str:
-        return f"the remote backend of model {self.name} ({self.target.display_url}, model {self.target.model})"
+    def _log_failure(self, detail: str) -> None:
+        """The upstream's own words and where it is: for operators only (never in a client's error)."""
+        log.warning(
+            "%s: remote model %s at %s failed: %s", self.name, self.target.model, self.target.display_url, detail[:2000]
+        )
 
-    def _map_status(self, resp: httpx.Response) -> ServiceError:
-        status = resp.status_code
-        msg, param = remote_message(resp)
+    def _failed(self, status: int) -> str:
+        return f"The remote model {self.name} failed (HTTP {status})"
+
+    def _map_status(self, answer: RawAnswer) -> ServiceError:
+        """A non-retried error status -> the domain error of the same meaning, in our words (the upstream's
+        body goes to the log, see _fail); only a plain field name is kept from it, as `param`."""
+        status = answer.status_code
         if status in (400, 422):
+            _, param = remote_message(answer.as_response())
             return InvalidRequest(
-                f"{self._where()} refused the request: {msg}",
-                param=param,
+                f"The remote model {self.name} refused the request (HTTP {status}).",
+                param=param if param is not None and _PARAM.fullmatch(param) else None,
                 code="remote_invalid_request",
             )
         if status == 404:
             return NotFound(
-                f"{self._where()} answered 404 (unknown remote model or wrong base URL): {msg}",
+                f"The remote model {self.name} is not available from its remote backend (HTTP 404).",
                 param="model",
                 code="remote_not_found",
             )
         if status == 413:
             return TooLarge(
-                f"{self._where()} refused the request as too large: {msg}",
+                f"The remote model {self.name} refused the request as too large (HTTP 413).",
                 code="remote_payload_too_large",
             )
         if status in (401, 403):
             key_env = self.target.key_env or " or ".join(default_key_envs(self.name, self.target))
+            log.warning(
+                "%s: the remote rejected our credentials (HTTP %d); check the API key in the replica's "
+                "environment variable %s",
+                self.name,
+                status,
+                key_env,
+            )
             return UpstreamFailed(
-                f"{self._where()}: the remote rejected our credentials (HTTP {status}); check the API key in "
-                f"the replica's environment variable {key_env}.",
+                f"{self._failed(status)}: the remote backend rejected this service's credentials.",
                 code="remote_auth_failed",
             )
-        return UpstreamFailed(f"{self._where()} answered HTTP {status}: {msg}", code="remote_error")
+        return UpstreamFailed(f"{self._failed(status)}.", code="remote_error")
 
     def _timeout(self) -> ServiceError:
         return DeadlineExceeded(
-            f"{self._where()} did not answer within {self.target.read_timeout_s:g} s.",
+            f"The remote model {self.name} did not answer within {self.target.read_timeout_s:g} s.",
             code="remote_timeout",
         )
 
     def _unavailable(self, attempts: int, reason: str, wait_s: float) -> ServiceError:
+        """`reason` is ours ("HTTP 503", "connection error (ConnectError)"): never the upstream's words."""
         return Unavailable(
-            f"{self._where()} is unavailable after {attempts} attempt{'s' if attempts > 1 else ''} "
-            f"(last: {reason[:300]}); retry shortly.",
+            f"The remote model {self.name} is unavailable after {attempts} attempt{'s' if attempts > 1 else ''} "
+            f"(last: {reason}); retry shortly.",
             code="remote_unavailable",
             retry_after_s=max(1, math.ceil(wait_s)),
         )
 
     def _bad_response(self, why: str) -> ServiceError:
+        """`why` is our own description of what is wrong with the answer."""
         return UpstreamFailed(
-            f"{self._where()} returned an invalid embeddings response: {why}.",
+            f"The remote model {self.name} returned an invalid embeddings response: {why}.",
             code="remote_bad_response",
         )
+
+
+async def read_answer(client: httpx.AsyncClient, url: str, content: bytes, cap: int) -> RawAnswer:
+    """POST and read the answer raw (never decompressed), at most `cap` bytes of a success and
+    ERROR_BODY_BYTES of an error (cut there: it is only logged). ResponseRefused when a success is over the
+    cap or any answer is compressed."""
+    async with client.stream("POST", url, content=content) as resp:
+        encoding = unasked_encoding(resp.headers.get("content-encoding"))
+        if encoding is not None:
+            raise ResponseRefused(
+                f"the answer is compressed (Content-Encoding: {encoding}) although an uncompressed one was asked for"
+            )
+        success = resp.status_code < 300
+        limit = cap if success else ERROR_BODY_BYTES
+        declared = resp.headers.get("content-length", "")
+        if success and declared.isdigit() and int(declared) > limit:
+            raise ResponseRefused(f"the answer of {int(declared)} bytes is over the {limit}-byte limit")
+        body = bytearray()
+        truncated = False
+        async for chunk in _raw_chunks(resp):
+            body += chunk
+            if len(body) > limit:
+                if success:
+                    raise ResponseRefused(f"the answer is over the {limit}-byte limit")
+                del body[limit:]
+                truncated = True
+                break
+        return RawAnswer(resp.status_code, resp.headers, bytes(body), truncated)
+
+
+async def _raw_chunks(resp: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives, undecoded. An answer built in memory (a test transport's httpx.Response with
+    `content=`) was read when it was made: it is handed over whole."""
+    if resp.is_stream_consumed:
+        yield resp.content
+        return
+    async for chunk in resp.aiter_raw():
+        yield chunk
+
+
+def upstream_detail(answer: RawAnswer) -> str:
+    """What the remote said in an error answer, for the log."""
+    msg, _ = remote_message(answer.as_response())
+    return msg + (" [cut]" if answer.truncated else "")
 
 
 async def _all_or_nothing(coros: list) -> list:

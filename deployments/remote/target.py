@@ -10,7 +10,8 @@ The fragment never goes over the wire: it names the remote model and carries thi
 (`SOURCE_OPTIONS` below). The API key comes from an environment variable of the replica (never from the
 config): `key_env` names it; without `key_env` the replica looks for `<MODEL NAME>_API_KEY` (the served
 name upper-cased, other characters as `_`: `remote-qwen3` -> `REMOTE_QWEN3_API_KEY`), then, for
-openrouter.ai, `OPENROUTER_API_KEY`; none set: no `Authorization` header.
+openrouter.ai and its subdomains only (the host matched exactly, never by suffix), `OPENROUTER_API_KEY`;
+none set: no `Authorization` header.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ SOURCE_OPTIONS: dict[str, tuple[str, type, str]] = {
     "concurrency": ("concurrency", int, "remote calls in flight per replica (default 8)"),
     "encoding": ("encoding", str, "base64 (default) or float: what to ask the remote for"),
     "dimensions": ("dimensions_mode", str, "send (default): pass `dimensions` on; local: only cut locally"),
+    "max_response_bytes": (
+        "max_response_bytes",
+        int,
+        "largest remote answer read, in bytes (default: 64 MiB or 256 KiB per input of the call, the larger)",
+    ),
 }
+
+# The default cap on one remote answer: enough for float-encoded 8192-dimensional vectors.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 2**20
+RESPONSE_BYTES_PER_INPUT = 256 * 2**10
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,13 @@ class RemoteTarget:
     concurrency: int = 8
     encoding: str = "base64"
     dimensions_mode: str = "send"
+    max_response_bytes: int | None = None  # None: sized from each call (see response_cap)
+
+    def response_cap(self, inputs: int) -> int:
+        """The most bytes read from the remote's answer to a call of `inputs` inputs."""
+        if self.max_response_bytes is not None:
+            return self.max_response_bytes
+        return max(DEFAULT_MAX_RESPONSE_BYTES, RESPONSE_BYTES_PER_INPUT * inputs)
 
     @property
     def display_url(self) -> str:
@@ -97,16 +114,26 @@ def parse_source(source: str) -> RemoteTarget:
         raise ValueError(f"source {source!r}: dimensions must be send or local")
     if target.concurrency < 1:
         raise ValueError(f"source {source!r}: concurrency must be at least 1")
+    if target.max_response_bytes is not None and target.max_response_bytes < 1024:
+        raise ValueError(f"source {source!r}: max_response_bytes must be at least 1024")
     if target.key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", target.key_env):
         raise ValueError(f"source {source!r}: key_env must be an environment variable name")
     return target
 
 
 def default_key_envs(model_name: str, target: RemoteTarget) -> list[str]:
+    """The environment variables tried for the key when `key_env` is not given, in order."""
     names = [re.sub(r"[^A-Za-z0-9]", "_", model_name).upper() + "_API_KEY"]
-    if (urlsplit(target.base_url).hostname or "").endswith("openrouter.ai"):
+    if is_openrouter_host(urlsplit(target.base_url).hostname or ""):
         names.append("OPENROUTER_API_KEY")
     return names
+
+
+def is_openrouter_host(host: str) -> bool:
+    """openrouter.ai or one of its subdomains, matched exactly: a suffix match would send the OpenRouter key
+    to any host whose name merely ends in the same letters (evilopenrouter.ai)."""
+    name = host.rstrip(".").lower()
+    return name == "openrouter.ai" or name.endswith(".openrouter.ai")
 
 
 def resolve_api_key(model_name: str, target: RemoteTarget, environ: Mapping[str, str] | None = None) -> str | None:

@@ -194,7 +194,8 @@ def test_remote_dimensions_and_rerank(remote_apps):
 
 def test_remote_unknown_model_and_unreachable_port(remote_apps):
     missing = _json_error(_embed(remote_apps["remote"], {"model": "remote-missing", "input": "x"}), 404)
-    assert missing["code"] == "remote_not_found" and "no-such-model" in missing["message"]
+    assert missing["code"] == "remote_not_found" and "remote-missing" in missing["message"]
+    assert "no-such-model" not in missing["message"]  # the upstream's own words stay in our log
 
     start = time.monotonic()
     down = _embed(remote_apps["remote"], {"model": "remote-down", "input": "x"})

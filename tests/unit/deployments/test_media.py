@@ -15,11 +15,12 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import av
-import httpx
+import httpcore
 import numpy as np
 import pytest
+from helpers.media_samples import audio_only, corrupted_copies
 from helpers.paths import REPO
-from PIL import Image
+from PIL import Image, ImageFile
 
 from deployments import media
 from deployments.engines import visual_inputs
@@ -82,10 +83,10 @@ def frame_index(frame: Image.Image) -> int:
 def no_network(monkeypatch):
     """Any attempt to open a connection fails the test: refusals must happen before connecting."""
 
-    def refuse(self, request):
-        raise AssertionError(f"a connection was attempted to {request.url}")
+    def refuse(self, host, port, *args, **kwargs):
+        raise AssertionError(f"a connection was attempted to {host}:{port}")
 
-    monkeypatch.setattr(httpx.HTTPTransport, "handle_request", refuse)
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", refuse)
 
 
 # -- images --------------------------------------------------------------------------------------------------
@@ -308,6 +309,9 @@ class LocalTestPolicy(AddressPolicy):
     def allows(self, ip, port):
         return (str(ip), port) == ("127.0.0.1", self.port) or super().allows(ip, port)
 
+    def allows_port(self, port, allowed):
+        return port == self.port or super().allows_port(port, allowed)
+
 
 def base(server) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
@@ -467,3 +471,47 @@ def test_media_intake_loads_neither_torch_nor_ray():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
     assert media.Video is visual_inputs.Video and media.VideoSampling is visual_inputs.VideoSampling
+
+
+# -- corrupt files: only ever a MediaError -----------------------------------------------------------------------
+@pytest.mark.parametrize("container", ["mp4", "matroska"])
+def test_corrupt_videos_only_raise_media_error(container):
+    """Truncated, bit-flipped and overwritten copies: a decoder failure is the client's bad input, never a 500
+    (damaged MP4 headers used to leave a stream without a codec context: AttributeError)."""
+    clip = make_video(1, 4, container=container)
+    outcomes = {"decoded": 0, "refused": 0}
+    for damaged in corrupted_copies(clip, 240, seed=0):
+        try:
+            decode_video(damaged)
+            outcomes["decoded"] += 1
+        except MediaError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0
+
+
+def test_container_without_a_video_stream():
+    with pytest.raises(MediaError, match="no video stream"):
+        decode_video(audio_only("matroska"))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP"])
+def test_corrupt_images_only_raise_media_error(fmt):
+    rng = np.random.RandomState(3)
+    noisy = Image.fromarray(rng.randint(0, 255, (24, 32, 3)).astype(np.uint8))
+    buf = io.BytesIO()
+    noisy.save(buf, format=fmt)
+    for damaged in corrupted_copies(buf.getvalue(), 150, seed=1):
+        with contextlib.suppress(MediaError):
+            decode_image(damaged)
+
+
+@pytest.mark.parametrize("error", [KeyError("tile"), struct.error("unpack"), ZeroDivisionError(), AttributeError("x")])
+def test_any_decoder_exception_is_a_media_error(monkeypatch, error):
+    """Whatever Pillow raises on client bytes becomes a MediaError (the caller names the input)."""
+
+    def broken_load(self):
+        raise error
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
+    with pytest.raises(MediaError, match=f"could not decode image \\({type(error).__name__}\\)"):
+        decode_image(image_bytes("PNG"))

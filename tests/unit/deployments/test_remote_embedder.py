@@ -197,35 +197,39 @@ def test_connection_errors_retry_then_503_with_retry_after():
     assert "after 3 attempts" in err.message and "ConnectError" in err.message
 
 
-def test_long_retry_after_gives_up_at_once():
+def test_long_retry_after_gives_up_at_once(caplog):
     script = Script([(503, {"Retry-After": "120"}, {"error": {"message": "maintenance"}})])
     err = _error(_embedder(script), EmbedCall(texts=["x"]))
     assert len(script.requests) == 1 and status_of(err)[0] == 503 and err.retry_after_s == 120
-    assert "maintenance" in err.message
+    assert "maintenance" not in err.message and "HTTP 503" in err.message
+    assert "maintenance" in caplog.text  # the upstream's words are for the log
 
 
 @pytest.mark.parametrize(
-    "step,status,code,needle",
+    "step,status,code,needle,upstream",
     [
         (
             (400, {}, {"error": {"message": "input too long", "param": "input"}}),
             400,
             "remote_invalid_request",
-            "too long",
+            "refused the request (HTTP 400)",
+            "input too long",
         ),
-        ((422, {}, {"detail": "bad field"}), 400, "remote_invalid_request", "bad field"),
-        ((404, {}, {"error": {"message": "no model m"}}), 404, "remote_not_found", "no model m"),
-        ((401, {}, {"error": "bad key"}), 502, "remote_auth_failed", "rejected our credentials"),
-        ((403, {}, {"error": "forbidden"}), 502, "remote_auth_failed", "REMOTE_M_API_KEY"),
-        ((402, {}, {"error": {"message": "insufficient credits"}}), 502, "remote_error", "insufficient credits"),
-        ((413, {}, {"error": "too big"}), 413, "remote_payload_too_large", "too big"),
+        ((422, {}, {"detail": "bad field"}), 400, "remote_invalid_request", "HTTP 422", "bad field"),
+        ((404, {}, {"error": {"message": "no model m"}}), 404, "remote_not_found", "HTTP 404", "no model m"),
+        ((401, {}, {"error": "bad key"}), 502, "remote_auth_failed", "rejected this service's credentials", "bad key"),
+        ((403, {}, {"error": "forbidden"}), 502, "remote_auth_failed", "HTTP 403", "REMOTE_M_API_KEY"),
+        ((402, {}, {"error": {"message": "insufficient credits"}}), 502, "remote_error", "(HTTP 402)", "credits"),
+        ((413, {}, {"error": "too big"}), 413, "remote_payload_too_large", "HTTP 413", "too big"),
     ],
 )
-def test_error_mapping(step, status, code, needle):
+def test_error_mapping(step, status, code, needle, upstream, caplog):
     script = Script([step])
     err = _error(_embedder(script), EmbedCall(texts=["x"]))
     assert len(script.requests) == 1  # never retried
     assert (status_of(err)[0], err.code) == (status, code) and needle in err.message, err.message
+    assert err.message.startswith("The remote model remote-m ")
+    assert upstream not in err.message and upstream in caplog.text  # told to the operator, not the client
     if status == 400 and step[0] == 400:
         assert err.param == "input"
 
