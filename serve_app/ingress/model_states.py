@@ -1,11 +1,12 @@
 """Whether each model has a replica to answer, known without calling it.
 
-Without this, a request for a model that has no running replica (still loading, waiting for CPUs or a GPU the
-cluster does not have, or failed) waits in Serve's handle queue until the request deadline and answers 504 with
-no word about why. Every router replica reads Serve's own status for its application in the background (about
+Without this, a request for a model that cannot answer (waiting for CPUs or a GPU the cluster does not have,
+failed to start, unhealthy) waits in Serve's handle queue until the request deadline and answers 504 with no
+word about why. Every router replica reads Serve's own status for its application in the background (about
 once a second, off the request path) and the dispatcher refuses such requests at once: 503, `Retry-After`, and
-the reason. A model that has running replicas, or that Serve scaled to zero on purpose (it scales up on the
-next request), is never refused here.
+the reason. A model that has running replicas, that Serve scaled to zero on purpose, or that is starting (its
+requests wait for it, as during a redeploy) is not refused. Serve says a replica is waiting for resources
+once it has waited 30 s to be scheduled; `embedserve serve` checks placement before it deploys.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class ModelState:
 
     @property
     def answers(self) -> bool:
-        return self.state in ("running", "scaled_to_zero")
+        """Requests go on to Serve. A starting model is not refused: a redeploy passes through "starting" (Serve
+        stops old replicas before it starts their replacements) and its requests must wait, not fail."""
+        return self.state in ("running", "scaled_to_zero", "starting")
 
 
 def state_of(status: str, replica_states: dict[str, int], message: str) -> ModelState:
@@ -67,8 +70,26 @@ def refusal(name: str, state: ModelState) -> Unavailable:
     return Unavailable(words, retry_after_s=RETRY_AFTER_S[state.state])
 
 
+ANSWERING = frozenset({"HEALTHY", "UPSCALING", "DOWNSCALING"})  # Serve's statuses with the target running
+
+
 def _read_status(app_name: str) -> dict[str, ModelState]:
-    """Serve's status of this application's deployments (a controller call: run in a thread)."""
+    """Serve's status of this application's deployments (controller calls: run in a thread).
+
+    In steady state one light call (the application's status overview: a small protobuf) says every deployment
+    is healthy. Only when one is not does the full status (per-replica counts, which tell a rolling update
+    with old replicas still answering from a first start with none) get read: it is a much bigger message.
+    """
+    from ray.serve.context import _get_global_client
+
+    overview = _get_global_client().get_serve_status(app_name)
+    light = {d.name: (str(getattr(d.status, "value", d.status)), d.message or "") for d in overview.deployment_statuses}
+    if all(status in ANSWERING for status, _ in light.values()):
+        return {name: ModelState("running") for name in light}
+    return _read_full_status(app_name)
+
+
+def _read_full_status(app_name: str) -> dict[str, ModelState]:
     from ray import serve
 
     app = serve.status().applications.get(app_name)

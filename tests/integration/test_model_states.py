@@ -49,7 +49,15 @@ def states_app(serve_app, tiny_xlmr, tmp_path_factory):
     serve.delete("states", _blocking=False)
 
 
+def _state(base: str, name: str) -> str:
+    return httpx.get(base + "/ready", timeout=30).json()["models"][name]
+
+
 def test_a_model_waiting_for_resources_answers_503_at_once(states_app):
+    deadline = time.monotonic() + 90
+    while _state(states_app, "too-big") != "waiting_for_resources":  # Serve says so after 30 s unscheduled
+        assert time.monotonic() < deadline, _state(states_app, "too-big")
+        time.sleep(2)
     start = time.monotonic()
     r = httpx.post(states_app + "/v1/embeddings", json={"model": "too-big", "input": "x"}, timeout=30)
     took = time.monotonic() - start
@@ -57,7 +65,8 @@ def test_a_model_waiting_for_resources_answers_503_at_once(states_app):
     assert took < 5, took  # not the 60 s deadline
     assert int(r.headers["retry-after"]) > 0
     message = r.json()["error"]["message"]
-    assert "too-big" in message and ("starting" in message or "waiting for resources" in message), message
+    assert "too-big" in message and "waiting for resources" in message, message
+    assert '"CPU": 64' in message  # Serve's own words: what one replica asks for
 
 
 def test_a_model_that_failed_says_so(states_app):
@@ -76,9 +85,9 @@ def test_ready_and_models_show_each_state_in_one_word(states_app):
     assert ready.status_code == 503
     models = ready.json()["models"]
     assert models["fine"] == "ready"
-    assert models["too-big"] in ("starting", "waiting_for_resources")
+    assert models["too-big"] == "waiting_for_resources"
     assert models["broken"] in ("starting", "failed", "unhealthy")
     assert all(" " not in word for word in models.values())  # no exception names, no resources
     cards = {m["id"]: m for m in httpx.get(states_app + "/v1/models", timeout=30).json()["data"]}
     assert cards["fine"]["state"] == "running"
-    assert cards["too-big"]["state"] in ("starting", "waiting_for_resources")
+    assert cards["too-big"]["state"] == "waiting_for_resources"

@@ -32,11 +32,12 @@ def test_state_of(status, replicas, message, state):
 
 
 def test_only_models_without_an_answering_replica_are_refused():
-    states = ModelStates(["up", "zero", "big", "broken", "new"])
+    states = ModelStates(["up", "zero", "big", "broken", "new", "loading"])
     states.update(
         {
             "up": state_of("HEALTHY", {"RUNNING": 1}, ""),
             "zero": state_of("HEALTHY", {}, ""),
+            "loading": state_of("UPDATING", {"STARTING": 1}, ""),
             "big": state_of("UPDATING", {"PENDING_ALLOCATION": 1}, WAITING),
             "broken": state_of("DEPLOY_FAILED", {}, "ValueError: no such model folder"),
         }
@@ -45,6 +46,7 @@ def test_only_models_without_an_answering_replica_are_refused():
     check("up")
     check("zero")  # Serve scales it up on this request
     check("new")  # not known yet: let Serve decide
+    check("loading")  # a redeploy passes through this: its requests wait for the new replica
     with pytest.raises(Unavailable) as waiting:
         check("big")
     assert waiting.value.retry_after_s == 30 and "waiting for resources" in str(waiting.value)
@@ -59,4 +61,5 @@ def test_only_models_without_an_answering_replica_are_refused():
         "big": "waiting_for_resources",
         "broken": "failed",
         "new": "unknown",
+        "loading": "starting",
     }
