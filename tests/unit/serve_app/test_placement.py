@@ -46,3 +46,20 @@ def test_packing_across_nodes():
     replicas = [Replica(f"model m{i}", 1, 0.5) for i in range(4)]
     assert unplaceable(replicas, [Node(2, 1), Node(2, 1)]) == []
     assert len(unplaceable(replicas, [Node(2, 1), Node(8, 0)])) == 2
+
+
+def test_the_readme_laptop_config_fits_two_cores_and_would_not_at_one_cpu_each():
+    import copy
+
+    import yaml
+    from helpers.paths import REPO
+
+    config = yaml.safe_load((REPO / "configs" / "laptop.yaml").read_text())
+    assert len(config["applications"][0]["args"]["models"]) == 3
+    assert unplaceable(replicas_of(config), [Node(cpus=2, gpus=0)]) == []
+    whole = copy.deepcopy(config)
+    for model in whole["applications"][0]["args"]["models"]:
+        model["deployment"]["num_cpus"] = 1
+    assert [p.split(" needs")[0] for p in unplaceable(replicas_of(whole), [Node(cpus=2, gpus=0)])] == [
+        "model bge-reranker-v2-m3"
+    ]
