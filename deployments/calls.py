@@ -24,9 +24,14 @@ class EmbedCall:
     late_chunking: bool = False
     items: list[dict] | None = None
     instruction: str | None = None
-    outputs: tuple[str, ...] = ("dense",)
+    outputs: tuple[str, ...] = ("dense",)  # any of dense, sparse, colbert; "tokens": every token's final state
     sparse_tokens: bool = False
     deadline: float | None = None  # time.time() after which nobody waits for the answer: skip its inputs
+    # Token-id inputs (OpenAI's `input` as ids): the model's own ids, one list per input, used instead of
+    # `texts` (then empty). `token_prefix` is the instruction text of the family's template before the input
+    # (e.g. "Instruct: ...\nQuery:"): tokenized and put before each input's ids, special tokens around both.
+    token_ids: list[list[int]] | None = None
+    token_prefix: str | None = None
 
 
 @dataclass(slots=True)
@@ -36,10 +41,26 @@ class EmbedReply:
     model: str = ""
     sparse: list[dict] | None = None  # BGE-M3: {"indices", "values"[, "tokens"]} per input
     colbert: list[np.ndarray] | None = None  # BGE-M3: [tokens - 1, dim] per input
+    token_states: list[np.ndarray] | None = None  # outputs "tokens": [tokens, hidden] final states per input
 
     @property
     def total_tokens(self) -> int:
         return int(sum(self.token_counts))
+
+
+@dataclass(slots=True)
+class TokenCall:
+    """A text model's tokenizer at work, through its deployment's `tokenize` method (which still takes a plain
+    list of texts for ids only): token details of `texts` (TEI's /tokenize), or `decode` each id list back
+    to text (TEI's /decode).
+
+    Tokenize answers one list per text of {"id", "text", "special", "start", "stop"} (start / stop: UTF-8 byte
+    offsets in the text, None for special tokens); decode answers one string per id list."""
+
+    texts: list[str] = field(default_factory=list)
+    add_special_tokens: bool = True
+    decode: list[list[int]] | None = None
+    skip_special_tokens: bool = True
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 from ray import serve
 
-from deployments.calls import EmbedCall, EmbedReply
+from deployments.calls import EmbedCall, EmbedReply, TokenCall
 from deployments.engines.postprocess import finalize_rows
 from deployments.engines.protocol import InputError
 from deployments.errors import InvalidRequest, ServiceError
@@ -24,13 +24,18 @@ from deployments.shell import BatchedModel, answer_each, as_service_error, input
 INLINE_TOKENIZE_CHARS = 2048
 
 
+def _input_size(call: EmbedCall) -> int:
+    """Characters to tokenize, or token ids to check and frame: what decides between the loop and a prep thread."""
+    return sum(len(t) for t in call.texts) + sum(len(ids) for ids in call.token_ids or ())
+
+
 @serve.deployment
 class EmbeddingDeployment(BatchedModel):
     async def embed_many(self, calls: list[EmbedCall]) -> list[EmbedReply | ServiceError]:
         """Calls the router coalesced: each prepared and answered on its own, their inputs queued as one group."""
         if len(calls) == 1 or any(c.late_chunking or c.items is not None for c in calls):
             return await answer_each(self.embed, calls)
-        if sum(len(t) for c in calls for t in c.texts) > INLINE_TOKENIZE_CHARS:
+        if sum(_input_size(c) for c in calls) > INLINE_TOKENIZE_CHARS:
             prepared = await self.executors.run_prep(self._prepare_each, calls)
         else:
             prepared = self._prepare_each(calls)
@@ -60,7 +65,7 @@ class EmbeddingDeployment(BatchedModel):
         past_deadline(call.deadline)
         if call.late_chunking:
             return await self._late_chunk(call)
-        if call.items is not None or sum(len(t) for t in call.texts) > INLINE_TOKENIZE_CHARS:
+        if call.items is not None or _input_size(call) > INLINE_TOKENIZE_CHARS:
             gone = threading.Event()  # set when this call ends: the media work stops between items
             try:
                 prepared = await self.executors.run_prep(self._prepare, call, gone)
@@ -78,14 +83,41 @@ class EmbeddingDeployment(BatchedModel):
                 call.items, call.instruction, self.engine, param="input", cancelled=gone, deadline=call.deadline
             )
         try:
-            prepared = self.engine.prepare(inputs, call.truncate, call.truncation_direction)
+            if call.token_ids is not None:
+                self._needs_token_ids()
+                prepared = self.engine.prepare_ids(
+                    call.token_ids, call.token_prefix, call.truncate, call.truncation_direction
+                )
+            else:
+                prepared = self.engine.prepare(inputs, call.truncate, call.truncation_direction)
         except InputError as exc:
             raise input_error(exc, "input") from None
         limit = self.capabilities.max_tokens
         for i, p in enumerate(prepared):
             if len(p) > limit:
                 raise too_long_error(i, p.full_length, limit)
+        if "tokens" in call.outputs:
+            self._needs_token_ids("gives no per-token states")
+            for p in prepared:
+                p.keep_states = True
         return prepared
+
+    def _needs_token_ids(self, what: str = "takes text, not token ids") -> None:
+        """Token-level work (token-id inputs, token details, per-token states) needs an engine that offers it."""
+        if not self.capabilities.token_id_inputs:
+            raise InvalidRequest(f"Model {self.spec.name} {what}.", param="input", code="unsupported_parameter")
+
+    def tokenize(self, texts: list[str] | TokenCall) -> list:
+        """Plain texts: their ids (/tokenize). A TokenCall: token details (TEI's /tokenize) or decoded texts."""
+        if not isinstance(texts, TokenCall):
+            return super().tokenize(texts)
+        self._needs_token_ids("has no token details or decoding here")
+        try:
+            if texts.decode is not None:
+                return self.engine.decode_ids(texts.decode, texts.skip_special_tokens)
+            return self.engine.token_details(texts.texts, texts.add_special_tokens)
+        except InputError as exc:
+            raise input_error(exc, "ids" if texts.decode is not None else "inputs") from None
 
     def _reply(self, call: EmbedCall, prepared: list, rows: list) -> EmbedReply:
         reply = EmbedReply(
@@ -99,6 +131,8 @@ class EmbeddingDeployment(BatchedModel):
             reply.sparse = [self._sparse(r.sparse, call.sparse_tokens) for r in rows]
         if "colbert" in call.outputs:
             reply.colbert = [r.colbert for r in rows]
+        if "tokens" in call.outputs:
+            reply.token_states = [r.tokens for r in rows]
         return reply
 
     def _sparse(self, vec, with_tokens: bool) -> dict:

@@ -154,6 +154,9 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         raise bad_request(
             f"Model {spec.name} is a {spec.kind} model; use /v1/rerank.", param="model", code="wrong_model_kind"
         )
+    ids = token_id_inputs(req.input)
+    if ids is not None:
+        return plan_token_ids(spec, req, ids, limits)
     raw = [req.input] if isinstance(req.input, str) else list(req.input)
     check_content(spec, raw, limits, "input")
     if "text" not in spec.modalities:
@@ -185,18 +188,7 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
             chosen = own or instruction
             texts.append(with_instruction(spec, chosen, text))
 
-    outputs = tuple(req.output or ("dense",))
-    if not outputs or len(set(outputs)) != len(outputs):
-        raise bad_request("`output` must list dense, sparse or colbert, each once.", param="output")
-    unsupported = [o for o in outputs if o not in spec.outputs]
-    if unsupported:
-        raise bad_request(
-            f"Model {spec.name} gives only: {', '.join(spec.outputs)} (asked for {', '.join(unsupported)}).",
-            param="output",
-            code="unsupported_parameter",
-        )
-    if req.late_chunking and outputs != ("dense",):
-        raise bad_request("late_chunking gives dense vectors only.", param="output")
+    outputs = check_outputs(spec, req)
     dims = check_dimensions(spec, req.dimensions)
     output_type = req.embedding_type or req.encoding_format
     call = EmbedCall(
@@ -212,6 +204,127 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         sparse_tokens=req.return_sparse_tokens,
     )
     return EmbeddingPlan(call=call, output_type=output_type)
+
+
+def check_outputs(spec: ModelSpec, req: EmbeddingRequest) -> tuple[str, ...]:
+    outputs = tuple(req.output or ("dense",))
+    if not outputs or len(set(outputs)) != len(outputs):
+        raise bad_request("`output` must list dense, sparse or colbert, each once.", param="output")
+    unsupported = [o for o in outputs if o not in spec.outputs]
+    if unsupported:
+        raise bad_request(
+            f"Model {spec.name} gives only: {', '.join(spec.outputs)} (asked for {', '.join(unsupported)}).",
+            param="output",
+            code="unsupported_parameter",
+        )
+    if req.late_chunking and outputs != ("dense",):
+        raise bad_request("late_chunking gives dense vectors only.", param="output")
+    return outputs
+
+
+# ---- token-id inputs ------------------------------------------------------------------------------------
+
+
+def token_id_inputs(value) -> list[list[int]] | None:
+    """`input` given as token ids (one list of ids, or a list of id lists) -> one id list per input; None
+    when `input` is text. An empty list is text (refused as empty by the text path)."""
+    if not isinstance(value, list) or not value:
+        return None
+    if isinstance(value[0], int):
+        return [value]
+    if isinstance(value[0], list):
+        return value
+    return None
+
+
+def token_ids_refusal(spec: ModelSpec) -> str | None:
+    """Why a model cannot take token ids (None: it can): it must embed from its own local tokenizer's ids."""
+    if spec.recipe.shell == "remote":
+        return f"Model {spec.name} runs behind a remote API with its own tokenizer: send text, not token ids."
+    if spec.recipe.multimodal or spec.recipe.instruction_style == "system-message":
+        return f"Model {spec.name} builds its prompt from text with a chat template: send text, not token ids."
+    if not spec.recipe.local_tokenizer:
+        return f"Model {spec.name} has no local tokenizer: send text, not token ids."
+    return None
+
+
+def plan_token_ids(spec: ModelSpec, req: EmbeddingRequest, ids: list[list[int]], limits: Limits) -> EmbeddingPlan:
+    """Token-id inputs: the model's own ids, framed by the model (special tokens, the instruction's ids
+    before them). Counts and lengths are checked like texts (an input of more ids than max_chars_per_input
+    is over the limit); each id's range is checked by the model, which knows its vocabulary."""
+    refusal = token_ids_refusal(spec)
+    if refusal:
+        raise bad_request(refusal, param="input", code="unsupported_parameter")
+    if len(ids) > limits.max_inputs_per_request:
+        raise too_large(
+            f"{len(ids)} inputs in one request; the limit is {limits.max_inputs_per_request} (max_inputs_per_request).",
+            param="input",
+        )
+    for i, seq in enumerate(ids):
+        if not seq:
+            raise bad_request(f"input[{i}] is empty.", param=f"input[{i}]", code="empty_input")
+        if len(seq) > limits.max_chars_per_input:
+            raise too_large(
+                f"input[{i}] has {len(seq)} token ids; the limit is {limits.max_chars_per_input} "
+                "(max_chars_per_input).",
+                param=f"input[{i}]",
+            )
+    if req.late_chunking:
+        raise bad_request("late_chunking takes text chunks, not token ids.", param="late_chunking")
+    instruction = resolve_instruction(spec, req.task, req.prompt_name)
+    prefix = None
+    if instruction:
+        template = spec.recipe.query_template or ""
+        if not template.endswith("{text}"):
+            refusal = f"Model {spec.name} cannot put an instruction before token ids."
+            raise bad_request(refusal, param="task", code="unsupported_parameter")
+        prefix = with_instruction(spec, instruction, "")
+    call = EmbedCall(
+        texts=[],
+        truncate=req.truncate,
+        truncation_direction=req.truncation_direction,
+        dimensions=check_dimensions(spec, req.dimensions),
+        normalize=req.normalized,
+        outputs=check_outputs(spec, req),
+        sparse_tokens=req.return_sparse_tokens,
+        token_ids=[list(seq) for seq in ids],
+        token_prefix=prefix,
+    )
+    return EmbeddingPlan(call=call, output_type=req.embedding_type or req.encoding_format)
+
+
+# ---- Cohere embed v2 ------------------------------------------------------------------------------------
+
+# Cohere's input_type -> our task (its instruction, for instruction-aware models).
+COHERE_INPUT_TASKS: dict[str, str | None] = {
+    "search_query": "retrieval.query",
+    "search_document": "retrieval.passage",
+    "classification": "classification",
+    "clustering": "clustering",
+    "image": None,
+}
+
+
+def cohere_task(spec: ModelSpec, input_type: str | None) -> str | None:
+    """The task a Cohere `input_type` asks of this model: None for models without instructions (Cohere's
+    clients always send an input_type, so it is not refused there), for documents and images."""
+    if input_type is None or not spec.instruction_aware:
+        return None
+    task = COHERE_INPUT_TASKS.get(input_type)
+    if task is None or TASK_INSTRUCTIONS.get(task) is None:
+        return None
+    allowed = spec.tasks or list(TASK_INSTRUCTIONS)
+    if task not in allowed:
+        raise bad_request(
+            f"input_type={input_type} asks for the task {task}, which model {spec.name} does not support "
+            f"(its tasks: {', '.join(allowed)}).",
+            param="input_type",
+        )
+    return task
+
+
+# Cohere's truncate -> (truncate, truncation_direction)
+COHERE_TRUNCATE = {"NONE": (False, "right"), "START": (True, "left"), "END": (True, "right")}
 
 
 # Failures of the serving side (not of the request): a text-only request may go to the fallback model.

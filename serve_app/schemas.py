@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, model_validator
 from pydantic_core import PydanticCustomError
 
 from serve_app.chunking import DEFAULT_PERCENTILE, DEFAULT_THRESHOLD
@@ -29,6 +29,9 @@ def _unicode_text(value: str) -> str:
 Text = Annotated[str, AfterValidator(_unicode_text)]
 """Every text field a client sends: any Unicode (NUL, bidi controls, non-characters, 4-byte characters) but
 no lone surrogates; those are refused with a 400 naming the field."""
+
+TokenId = Annotated[int, Strict()]
+"""A token id a client sends: a JSON integer (no bool, float or numeric string); its range is the model's."""
 
 
 class _Wire(BaseModel):
@@ -83,8 +86,9 @@ class EmbeddingRequest(_Wire):
     model_config = ConfigDict(extra="ignore", protected_namespaces=())  # unknown OpenAI fields are harmless
 
     model: Text
-    input: Text | list[Text | ContentItem] = Field(
-        description="one text, or a list of texts and content objects {text?, image?, video?, instruction?}"
+    input: Text | list[Text | ContentItem] | list[TokenId] | list[list[TokenId]] = Field(
+        description="one text, or a list of texts and content objects {text?, image?, video?, instruction?}; "
+        "or the model's own token ids: one list of ids, or a list of such lists (text models only)"
     )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="matryoshka output size; cut then re-normalized")
@@ -288,3 +292,114 @@ class ModelList(BaseModel):
 class Health(BaseModel):
     status: str
     models: dict[str, Any] | None = None
+
+
+# ---- TEI (text-embeddings-inference) dialect: /embed, /rerank, /tokenize, ... and /tei/<model>/... -----------
+# TEI's shapes (router/src/http/types.rs). Unknown fields are ignored, as TEI's serde does.
+TeiInputs = Text | list[TokenId] | list[Text] | list[list[TokenId]]
+TeiTruncationDirection = Literal["left", "right", "Left", "Right"]
+
+
+class _Tei(BaseModel):
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class TeiEmbedRequest(_Tei):
+    inputs: TeiInputs = Field(description="a text, a list of texts, token ids or a list of token-id lists")
+    truncate: bool | None = Field(None, description="cut inputs over the model's limit (default false: refused)")
+    truncation_direction: TeiTruncationDirection = "right"
+    prompt_name: Text | None = Field(None, description="a task name or an instruction (instruction-aware models)")
+    normalize: bool = True
+    dimensions: int | None = None
+
+
+class TeiEmbedSparseRequest(_Tei):
+    inputs: TeiInputs
+    truncate: bool | None = None
+    truncation_direction: TeiTruncationDirection = "right"
+    prompt_name: Text | None = None
+
+
+class TeiEmbedAllRequest(TeiEmbedSparseRequest):
+    pass
+
+
+class TeiRerankRequest(_Tei):
+    query: Text
+    texts: list[Text]
+    truncate: bool | None = None
+    truncation_direction: TeiTruncationDirection = "right"
+    raw_scores: bool = False
+    return_text: bool = False
+
+
+class TeiTokenizeRequest(_Tei):
+    inputs: Text | list[Text]
+    add_special_tokens: bool = True
+    prompt_name: Text | None = None
+
+
+class TeiDecodeRequest(_Tei):
+    ids: list[TokenId] | list[list[TokenId]]
+    skip_special_tokens: bool = True
+
+
+class TeiError(BaseModel):
+    """TEI's error body: error_type is one of Unhealthy, Backend, Overloaded, Validation, Tokenizer, Empty."""
+
+    error: str
+    error_type: str
+
+
+# ---- Cohere embed v2 (/v2/embed) ---------------------------------------------------------------------------
+CohereInputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
+CohereEmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
+
+
+class CohereImageUrl(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    url: Text
+
+
+class CohereContent(BaseModel):
+    """One part of a mixed input: {"type": "text", "text"} or {"type": "image_url", "image_url": {"url"}}."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text", "image_url"]
+    text: Text | None = None
+    image_url: CohereImageUrl | Text | None = None
+
+
+class CohereInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    content: list[CohereContent]
+
+
+class CohereEmbedRequest(_Wire):
+    """Cohere v2 `/v2/embed` (what `cohere.ClientV2(...).embed(...)` sends): one of texts, images, inputs."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model: Text
+    input_type: CohereInputType | None = Field(
+        None, description="search_query, search_document, classification, clustering or image: the task"
+    )
+    texts: list[Text] | None = None
+    images: list[Text] | None = Field(None, description="data URIs (or http(s) URLs) of images")
+    inputs: list[CohereInput] | None = Field(None, description="mixed inputs: text and image parts")
+    embedding_types: list[CohereEmbeddingType] | None = Field(None, description="default: float")
+    output_dimension: int | None = None
+    max_tokens: int | None = None
+    truncate: Literal["NONE", "START", "END"] | None = Field(None, description="default END")
+    priority: int | None = None
+
+
+class CohereEmbedResponse(BaseModel):
+    id: str
+    response_type: Literal["embeddings_by_type"] = "embeddings_by_type"
+    embeddings: dict[str, list[list[float]] | list[list[int]] | list[str]]
+    texts: list[str] | None = None
+    meta: dict[str, Any]

@@ -131,7 +131,11 @@ class BGEM3Engine(TextEmbeddingEngine):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            max_tokens=self.max_tokens, dimensions=self.dimensions, outputs=self.outputs, token_ids=True
+            max_tokens=self.max_tokens,
+            dimensions=self.dimensions,
+            outputs=self.outputs,
+            token_ids=True,
+            token_id_inputs=True,
         )
 
     def forward(self, items: Sequence[Tokens]) -> list[EmbeddingOutput]:
@@ -180,6 +184,9 @@ class BGEM3Engine(TextEmbeddingEngine):
         for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
             hidden, mask = self._forward([items[i].ids for i in group])
             lengths = [len(items[i]) for i in group]
+            for row, i in enumerate(group):
+                if items[i].keep_states:  # right padding: the real tokens are 0..n-1
+                    results[i].tokens = hidden[row, : lengths[row]].float().cpu().numpy()
             if dense:
                 vectors = pool(hidden, mask, "cls").float()
                 if normalize_dense:

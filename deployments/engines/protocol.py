@@ -39,6 +39,7 @@ class EmbeddingOutput:
     dense: np.ndarray | None = None
     sparse: Any = None
     colbert: np.ndarray | None = None
+    tokens: np.ndarray | None = None  # [tokens, hidden] final states, for items prepared with keep_states
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class Capabilities:
     dimensions: int | None = None  # embedding engines: native vector size
     outputs: tuple[str, ...] = ("dense",)
     token_ids: bool = False  # plain text -> the model's token ids (/tokenize, chunking)
+    # Token-level work beyond that: token-id inputs (`prepare_ids`), token details and decoding (`token_details`,
+    # `decode_ids`) and every token's final state for items prepared with `keep_states` (TEI's /embed_all).
+    token_id_inputs: bool = False
     late_chunking: bool = False  # token states of a long text (mean-pooling encoders)
 
 

@@ -109,6 +109,7 @@ class TextEmbeddingEngine:
             max_tokens=self.max_tokens,
             dimensions=self.dimensions,
             token_ids=True,
+            token_id_inputs=True,
             late_chunking=self.pooling == "mean",
         )
 
@@ -116,6 +117,32 @@ class TextEmbeddingEngine:
     def prepare(self, inputs: Sequence[str], truncate: bool = False, direction: str = "right") -> list[Tokens]:
         """Token ids per text; over-long ones are cut only when `truncate` (the caller refuses the rest)."""
         return self.text_tokenizer.encode(inputs, truncate=truncate, direction=direction)
+
+    def prepare_ids(
+        self,
+        sequences: Sequence[Sequence[int]],
+        prefix: str | None = None,
+        truncate: bool = False,
+        direction: str = "right",
+    ) -> list[Tokens]:
+        """Token-id inputs as prepared items: the same framing as `prepare` gives a text's ids (special tokens,
+        required suffix; the instruction `prefix` tokenized and put first). Ids past the tokenizer's vocabulary
+        or the model's embedding table raise InputError naming the input."""
+        return self.text_tokenizer.encode_ids(
+            sequences, prefix, truncate=truncate, direction=direction, vocab_size=self.vocab_size
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids the model can look up: the smaller of the tokenizer's vocabulary and the embedding table."""
+        table = getattr(self.model.config, "vocab_size", None)
+        return min(self.text_tokenizer.vocab_size, int(table)) if table else self.text_tokenizer.vocab_size
+
+    def token_details(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[dict]]:
+        return self.text_tokenizer.token_details(texts, add_special_tokens)
+
+    def decode_ids(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        return self.text_tokenizer.decode_ids(sequences, skip_special_tokens)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return [t.ids for t in self.prepare(texts)]
@@ -145,9 +172,21 @@ class TextEmbeddingEngine:
             out[group] = pooled
         return out
 
+    @torch.inference_mode()
     def forward(self, items: Sequence[Tokens]) -> list[EmbeddingOutput]:
-        """The protocol's raw outputs: one un-normalized dense vector per item."""
-        return [EmbeddingOutput(dense=row) for row in self.pooled(items)]
+        """The protocol's raw outputs: one un-normalized dense vector per item, plus every token's final state
+        ([len, hidden] float32) for items prepared with `keep_states`."""
+        if not any(t.keep_states for t in items):
+            return [EmbeddingOutput(dense=row) for row in self.pooled(items)]
+        out = [EmbeddingOutput() for _ in items]
+        for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
+            hidden, mask = self._forward([items[i].ids for i in group])
+            pooled = pool(hidden, mask, self.pooling).float().cpu().numpy()
+            for row, i in enumerate(group):
+                out[i].dense = pooled[row]
+                if items[i].keep_states:
+                    out[i].tokens = hidden[row][mask[row].bool()].float().cpu().numpy()
+        return out
 
     def _forward(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = pad_batch(sequences, self.pad_id, self.padding_side)

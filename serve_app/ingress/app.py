@@ -10,11 +10,11 @@ from fastapi import FastAPI
 
 from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
-from serve_app.ingress.endpoints import chunk, embeddings, models, rerank, tokenize
+from serve_app.ingress.endpoints import chunk, cohere_embed, embeddings, models, rerank, tei, tokenize
 from serve_app.ingress.errors import install_handlers
 from serve_app.ingress.middleware import IngressMiddleware
 
-ENDPOINTS = (embeddings, rerank, chunk, tokenize, models)
+ENDPOINTS = (embeddings, rerank, chunk, tokenize, cohere_embed, tei, models)
 
 
 def create_app(
@@ -29,7 +29,9 @@ def create_app(
     for endpoint in ENDPOINTS:
         fast_routes.update(endpoint.register(app, dispatcher, limits) or {})
     install_handlers(app)
-    routes = [getattr(r, "path", "") for r in app.routes]
+    # Metrics label requests by these paths (others are "other"): the app's routes, plus every fast route's
+    # concrete path, such as /tei/<model>/embed for each served model (a bounded set: models x routes).
+    routes = [getattr(r, "path", "") for r in app.routes] + list(fast_routes)
     app.add_middleware(
         IngressMiddleware,
         keys=api_keys,

@@ -1,22 +1,36 @@
-"""POST /tokenize (and /v1/tokenize): token ids and counts per input, exactly as the model will see them."""
+"""POST /tokenize (and /v1/tokenize): token ids and counts per input, exactly as the model will see them.
+
+Bare /tokenize is also TEI's route: a body with TEI's `inputs` (and neither `model` nor `input`) is TEI's
+/tokenize of the default model (endpoints/tei.py); /v1/tokenize takes our shape only.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 
 from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
 from serve_app.ingress.endpoints.common import ERROR_RESPONSES, FastRoutes, json_response, usage
+from serve_app.ingress.endpoints.tei import TeiDialect, serve_raw
 from serve_app.policy import bad_request, check_texts, plan_embedding
 from serve_app.schemas import EmbeddingRequest, TokenizeRequest, TokenizeResponse
 
 
+def is_tei_body(payload) -> bool:
+    """TEI's /tokenize body: `inputs`, and none of our `model` / `input`."""
+    return isinstance(payload, dict) and "inputs" in payload and "model" not in payload and "input" not in payload
+
+
 def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes:
-    @app.post("/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES)
-    @app.post("/v1/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES, include_in_schema=False)
+    tei = TeiDialect(dispatcher, limits)
+
+    @app.post("/v1/tokenize", response_model=TokenizeResponse, responses=ERROR_RESPONSES)
     async def tokenize(body: TokenizeRequest) -> Response:
-        """Instructions included: the texts go through the same policy as /v1/embeddings."""
+        """Instructions included: the texts go through the same policy as /v1/embeddings. Also `POST /tokenize`."""
         spec = dispatcher.spec(body.model)
         if not spec.recipe.local_tokenizer:
             raise bad_request(
@@ -36,5 +50,27 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes
         return json_response(
             {"object": "list", "model": spec.name, "max_tokens": spec.max_tokens, "data": data, "usage": usage(total)}
         )
+
+    @app.post("/tokenize", include_in_schema=False)
+    async def tokenize_either(request: Request) -> Response:
+        """Our shape (the middleware's fast path takes valid ones straight to `tokenize`) or TEI's."""
+        raw = await request.body()
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            error = {
+                "type": "json_invalid",
+                "loc": ("body", exc.pos),
+                "msg": "JSON decode error",
+                "ctx": {"error": exc.msg},
+            }
+            raise RequestValidationError([error]) from None
+        if is_tei_body(payload) and tei.defaults:
+            return await serve_raw(tei, "tokenize", tei.defaults["tokenize"], raw)
+        try:
+            body = TokenizeRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        return await tokenize(body)
 
     return {"/tokenize": (TokenizeRequest, tokenize), "/v1/tokenize": (TokenizeRequest, tokenize)}
