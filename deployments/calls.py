@@ -32,6 +32,8 @@ class EmbedCall:
     # (e.g. "Instruct: ...\nQuery:"): tokenized and put before each input's ids, special tokens around both.
     token_ids: list[list[int]] | None = None
     token_prefix: str | None = None
+    # Task-adapter families (jina-embeddings-v3): the task picks the model's adapter (and its own prompt).
+    task: str | None = None
 
 
 @dataclass(slots=True)

@@ -88,6 +88,8 @@ class EmbeddingDeployment(BatchedModel):
                 prepared = self.engine.prepare_ids(
                     call.token_ids, call.token_prefix, call.truncate, call.truncation_direction
                 )
+            elif call.task is not None:  # a task-adapter family: the task picks the adapter of every input
+                prepared = self.engine.prepare(inputs, call.truncate, call.truncation_direction, task=call.task)
             else:
                 prepared = self.engine.prepare(inputs, call.truncate, call.truncation_direction)
         except InputError as exc:
@@ -144,7 +146,10 @@ class EmbeddingDeployment(BatchedModel):
     async def _late_chunk(self, call: EmbedCall) -> EmbedReply:
         if not self.capabilities.late_chunking:
             raise InvalidRequest(self.spec.late_chunking_refusal() or "late_chunking is not supported.")
-        vectors, counts = await self.executors.run_model(self.engine.late_chunk, call.texts)
+        if call.task is not None:  # the adapter of the request's task
+            vectors, counts = await self.executors.run_model(self.engine.late_chunk, call.texts, call.task)
+        else:
+            vectors, counts = await self.executors.run_model(self.engine.late_chunk, call.texts)
         return EmbedReply(
             vectors=finalize_rows(vectors, call.dimensions, call.normalize), token_counts=counts, model=self.spec.name
         )

@@ -23,7 +23,7 @@ Output = Literal["dense", "sparse", "colbert"]
 #   system-message: the engine puts it in the chat template's system turn (Qwen3-VL)
 #   judge:          the reranker's judge template carries it (Qwen3-Reranker)
 #   none:           the model takes no instruction
-InstructionStyle = Literal["text-template", "system-message", "judge", "none"]
+InstructionStyle = Literal["text-template", "system-message", "judge", "task-adapter", "none"]
 # Which deployment shell serves the family (deployments/shells.py maps these to classes).
 Shell = Literal["embedding", "rerank", "remote"]
 
@@ -213,6 +213,25 @@ FAMILIES: dict[str, Family] = {
                 "(its usage comes from the remote's answers)."
             ),
             reads_model_files=False,
+        ),
+        Family(
+            name="jina-v3",
+            kind="embedding",
+            shell="embedding",
+            engine="jina_v3:JinaV3Engine",
+            summary="jina-embeddings-v3: rotary XLM-R, five task LoRA adapters picked per input, mean pooling",
+            pooling="mean",
+            # A task picks one of the model's LoRA adapters (and the model's own prompt, from its config); there
+            # is no free-text instruction, so a custom `prompt_name` has nothing to reach (user guide: task
+            # adapters yes, custom instructions no). The engine takes the task per input.
+            instruction_aware=True,
+            instruction_style="task-adapter",
+            tasks=("retrieval.query", "retrieval.passage", "separation", "classification", "text-matching"),
+            matryoshka_min=32,
+            late_chunking=True,
+            # Without a task the official model uses no adapter and no prompt (model card: "you can choose not
+            # to pass a task, and no specific LoRA adapter will be used"); set a task here to change that.
+            engine_options={"default_task": None},
         ),
     )
 }

@@ -48,6 +48,24 @@ def with_instruction(spec: ModelSpec, instruction: str | None, text: str) -> str
     return text
 
 
+def resolve_adapter_task(spec: ModelSpec, task: str | None, prompt_name: str | None) -> str | None:
+    """Task-adapter families (jina-embeddings-v3): a task picks one of the model's adapters; `prompt_name` may
+    name a task, but there is no custom instruction to send (the user guide's matrix: adapters, no instructions)."""
+    if task is not None and prompt_name is not None:
+        raise bad_request("Give either `task` or `prompt_name`, not both.", param="prompt_name")
+    chosen, field = (task, "task") if task is not None else (prompt_name, "prompt_name")
+    if chosen is None:
+        return None
+    if chosen not in spec.tasks:
+        what = "Unknown task" if field == "task" else "Custom instructions are not supported; unknown task"
+        raise bad_request(
+            f"{what} '{chosen}' for model {spec.name}: it has one adapter per task: {', '.join(spec.tasks)}.",
+            param=field,
+            code="unsupported_parameter" if field == "prompt_name" else "invalid_value",
+        )
+    return chosen
+
+
 def resolve_instruction(spec: ModelSpec, task: str | None, prompt_name: str | None) -> str | None:
     """The instruction a request asks for, or None; 400 when the model takes none or the task is unknown."""
     if task is None and prompt_name is None:
@@ -162,7 +180,12 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
     if "text" not in spec.modalities:
         raise bad_request(f"Model {spec.name} does not take text input.", param="input")
 
-    instruction = resolve_instruction(spec, req.task, req.prompt_name)
+    adapter_task = None
+    if spec.recipe.instruction_style == "task-adapter":
+        adapter_task = resolve_adapter_task(spec, req.task, req.prompt_name)
+        instruction = None
+    else:
+        instruction = resolve_instruction(spec, req.task, req.prompt_name)
     if req.late_chunking:
         refusal = spec.late_chunking_refusal()
         if refusal:
@@ -202,6 +225,7 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
         instruction=instruction if items is not None else None,
         outputs=outputs,
         sparse_tokens=req.return_sparse_tokens,
+        task=adapter_task,
     )
     return EmbeddingPlan(call=call, output_type=output_type)
 

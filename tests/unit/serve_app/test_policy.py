@@ -299,3 +299,30 @@ def test_remote_instruction_aware_model_gets_the_qwen3_template():
         refused(remote.model_copy(update={"instruction_aware": False}), task="retrieval.query").code
         == "unsupported_parameter"
     )
+
+
+def test_jina_v3_task_picks_its_adapter_and_custom_instructions_are_refused():
+    from deployments.errors import InvalidRequest
+    from serve_app.catalog import load_catalog, resolve_models
+    from serve_app.config import AppArgs, Limits
+    from serve_app.policy import plan_embedding
+    from serve_app.schemas import EmbeddingRequest
+
+    (spec,) = resolve_models(
+        AppArgs.model_validate({"models": [{"name": "jina-embeddings-v3"}]}).models, load_catalog()
+    )
+    assert spec.recipe.instruction_style == "task-adapter"
+
+    def plan(**fields):
+        return plan_embedding(spec, EmbeddingRequest(model=spec.name, input=["a b"], **fields), Limits()).call
+
+    assert plan(task="retrieval.query").task == "retrieval.query"
+    assert plan(prompt_name="text-matching").task == "text-matching"
+    call = plan(task="separation", late_chunking=True)
+    assert call.task == "separation" and call.late_chunking and call.texts == ["a b"]  # texts are not rewritten
+    assert plan().task is None  # the model card: no task, no adapter
+    with pytest.raises(InvalidRequest) as custom:
+        plan(prompt_name="Represent this for search:")
+    assert custom.value.param == "prompt_name" and "Custom instructions are not supported" in str(custom.value)
+    with pytest.raises(InvalidRequest):
+        plan(task="code.query")
