@@ -6,6 +6,7 @@ The subclasses add the model head they need (`_load_model`), their prompt layout
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,6 +34,8 @@ from deployments.engines.vl_vision import (
     to_patches,
     video_sampling,
 )
+
+log = logging.getLogger("ray.serve")
 
 
 @contextlib.contextmanager
@@ -175,11 +178,35 @@ class Qwen3VLEngineBase:
         return out.last_hidden_state, last.to(device)
 
 
+PIXEL_SETTINGS = ("image_mean", "image_std", "rescale_factor", "patch_size", "merge_size", "temporal_patch_size")
+
+
+def processor_settings(path: str) -> tuple[dict, dict]:
+    """(image, video) processor settings, from either save layout.
+
+    Older saves have preprocessor_config.json and video_preprocessor_config.json; transformers 5 writes one
+    processor_config.json with both nested (`image_processor`, `video_processor`). A setting found in neither
+    is named at load (the defaults below then apply): a model normalized differently from its training gives
+    quietly wrong vectors (cos 0.96 measured with CLIP mean/std read as 0.5).
+    """
+    unified = read_json(path, "processor_config.json") or {}
+    image = read_json(path, "preprocessor_config.json") or unified.get("image_processor") or {}
+    video = read_json(path, "video_preprocessor_config.json") or unified.get("video_processor") or image
+    missing = [key for key in PIXEL_SETTINGS if key not in image]
+    if missing:
+        log.warning(
+            "%s: no %s in its processor settings (preprocessor_config.json or processor_config.json); using "
+            "the defaults (mean/std 0.5, rescale 1/255, the vision config's patch numbers)",
+            path,
+            ", ".join(missing),
+        )
+    return image, video
+
+
 def read_geometry(path: str, config: Any) -> PatchGeometry:
     """The processor's patch numbers from the checkpoint's preprocessor configs, checked against the model."""
     vision = config.vision_config
-    image_cfg = read_json(path, "preprocessor_config.json") or {}
-    video_cfg = read_json(path, "video_preprocessor_config.json") or image_cfg
+    image_cfg, video_cfg = processor_settings(path)
     patch = int(image_cfg.get("patch_size", vision.patch_size))
     merge = int(image_cfg.get("merge_size", vision.spatial_merge_size))
     temporal = int(image_cfg.get("temporal_patch_size", vision.temporal_patch_size))
