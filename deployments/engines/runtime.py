@@ -68,9 +68,9 @@ class PassThreads:
     A CPU replica given n threads runs up to n passes at once (deployments/shell.py). A pass that runs alone
     and is large takes all n threads (lowest latency). A pass that shares the replica with other passes, or
     is small (a near-free model, a few short queries), runs on one thread: one-thread passes side by side
-    do the same work with about 15% less CPU than one n-thread pass (no OpenMP fork/join per op, no workers
-    spinning or sleeping on cores the router needs). "Large" is 2 x dense parameters x tokens (a forward's
-    FLOPs) above `small_pass_flops`, about a millisecond of one core.
+    do the same work with up to ~15% less CPU than one n-thread pass (`python -m bench.pass_threads`): no
+    OpenMP fork/join per op, no workers spinning or sleeping on cores the router needs. "Large" is
+    2 x dense parameters x tokens (a forward's FLOPs) above `small_pass_flops`, about a millisecond of one core.
 
     Called on the pass's own executor thread: OpenMP's thread count is per calling thread.
     """
