@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import yaml
 
 from bench import infinity_env
+from bench.drive import run_drive
 from bench.procs import cpu_delta
 from bench.servers import MODEL_NAME, InfinityService, OurService
 
@@ -97,28 +97,15 @@ def measure(service, workloads: list[dict], quick: bool) -> list[dict]:
     rows = []
     for w in workloads:
         before = service.procs.snapshot()
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench.drive",
-            "--url",
+        result = run_drive(
             service.embed_url,
-            "--model",
             MODEL_NAME,
-            "--concurrency",
-            str(w["concurrency"]),
-            "--inputs",
-            str(w["inputs"]),
-            "--duration",
-            str(w["duration"] / (3 if quick else 1)),
-            "--api-key",
             API_KEY,
-        ]
-        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+            concurrency=w["concurrency"],
+            inputs=w["inputs"],
+            duration=w["duration"] / (3 if quick else 1),
+        )
         after = service.procs.snapshot()
-        if out.returncode != 0:
-            raise RuntimeError(f"bench.drive failed: {out.stderr[-2000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
         cpu = cpu_delta(before, after)  # spans the client's warm-up too: divided by every answered request
         ok = max(result["ok"] + result["warmup_ok"], 1)
         result["cpu_ms_per_request"] = {

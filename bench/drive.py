@@ -26,6 +26,25 @@ WORDS = (
 ).split()
 
 
+def run_drive(url: str, model: str, api_key: str | None = None, timeout_s: float = 300, **options) -> dict:
+    """Run this client in its own process (its CPU stays apart from the servers') -> its JSON summary.
+    `options`: any of this module's flags, by name (concurrency=64, inputs=32, duration=8, warmup=0, ...)."""
+    import subprocess
+    from pathlib import Path
+
+    cmd = [sys.executable, "-m", "bench.drive", "--url", url, "--model", model]
+    for name, value in options.items():
+        cmd += [f"--{name.replace('_', '-')}", str(value)]
+    if api_key:
+        cmd += ["--api-key", api_key]
+    out = subprocess.run(
+        cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=timeout_s
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.drive failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def bodies(model: str, inputs: int, distinct: int = 256, seed: int = 7) -> list[PreparedRequest]:
     rng = random.Random(seed)
     out = []

@@ -22,14 +22,14 @@ import datetime as dt
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from bench.cost import API_KEY, HERE, REPO, build_near_free_model, our_config
+from bench.cost import API_KEY, HERE, build_near_free_model, our_config
+from bench.drive import run_drive
 from bench.procs import memory_kib, role
 from bench.servers import MODEL_NAME, OurService
 
@@ -47,31 +47,17 @@ def rss_by_role(service: OurService) -> dict[str, float]:
 
 
 def drive(service: OurService, requests: int, concurrency: int, inputs: int = 1) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.drive",
-        "--url",
+    return run_drive(
         service.embed_url,
-        "--model",
         MODEL_NAME,
-        "--concurrency",
-        str(concurrency),
-        "--inputs",
-        str(inputs),
-        "--max-requests",
-        str(requests),
-        "--duration",
-        "120",
-        "--warmup",
-        "0",
-        "--api-key",
         API_KEY,
-    ]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        raise RuntimeError(f"bench.drive failed: {out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        timeout_s=900,
+        concurrency=concurrency,
+        inputs=inputs,
+        max_requests=requests,
+        duration=120,
+        warmup=0,
+    )
 
 
 def growth(samples: list[dict]) -> dict[str, float]:

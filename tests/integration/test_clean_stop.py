@@ -7,19 +7,14 @@ requests, finishes the ones it has within the grace period, and exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import httpx
 import pytest
-import yaml
 from helpers.net import free_port
-from helpers.paths import REPO
 from helpers.serve_configs import serve_config
+from helpers.serve_process import kill_session, start_embedserve
 
 pytestmark = pytest.mark.integration
 
@@ -51,37 +46,8 @@ def _start(tmp_path, tiny_xlmr) -> tuple[subprocess.Popen, str, object]:
         ],
         proxy_location="HeadOnly",
     )
-    path = tmp_path / "serve.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    log = path.with_suffix(".log")
-    out = open(log, "wb")  # noqa: SIM115 - closed by the caller through the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serve_app.cli", "serve", str(path), "--metrics-port", str(free_port())],
-        cwd=REPO,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 150
-    while True:
-        assert proc.poll() is None, log.read_text()[-4000:]
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(base + "/ready", timeout=5).status_code == 200:
-                break
-        assert time.monotonic() < deadline, "not ready in 150 s:\n" + log.read_text()[-4000:]
-        time.sleep(1)
-    return proc, base, log
-
-
-def _kill_leftovers(proc: subprocess.Popen) -> None:
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError, ProcessLookupError):
-            if os.getsid(int(pid)) == proc.pid:
-                os.kill(int(pid), signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
+    proc, log = start_embedserve(cfg, tmp_path)
+    return proc, f"http://127.0.0.1:{port}", log
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -115,4 +81,4 @@ def test_stop_with_requests_in_flight_answers_every_one(tmp_path, tiny_xlmr, ser
         with pytest.raises(httpx.HTTPError):  # and it is gone
             httpx.get(base + "/health", timeout=2)
     finally:
-        _kill_leftovers(proc)
+        kill_session(proc)

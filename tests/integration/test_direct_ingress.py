@@ -10,19 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 from helpers.net import free_port, wildcard_listeners
-from helpers.paths import REPO
 from helpers.serve_configs import serve_config
+from helpers.serve_process import start_embedserve, stop_session
 
 pytestmark = pytest.mark.integration
 
@@ -44,20 +39,6 @@ def _listener_owner(port: int) -> str | None:
                     if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     return None
-
-
-def _stop_session(proc: subprocess.Popen) -> None:
-    """SIGINT (Serve and Ray shut down), then SIGKILL whatever of this session (our own processes) is left."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=40)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError, ProcessLookupError):
-            if os.getsid(int(pid)) == proc.pid:
-                os.kill(int(pid), signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -84,32 +65,12 @@ def direct_service(tiny_xlmr, serve_app, tmp_path_factory):
         ],
         proxy_location="HeadOnly",
     )
-    path = tmp_path_factory.mktemp("direct") / "serve.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    log = path.with_suffix(".log")
     before = wildcard_listeners()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serve_app.cli", "serve", str(path), "--metrics-port", str(free_port())],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    proc, log = start_embedserve(cfg, tmp_path_factory.mktemp("direct"))
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, log.read_text()[-4000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/ready", timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "not ready in 150 s:\n" + log.read_text()[-4000:]
-            time.sleep(1)
-        yield {"base_url": base, "port": port, "before": before, "log": log}
+        yield {"base_url": f"http://127.0.0.1:{port}", "port": port, "before": before, "log": log}
     finally:
-        _stop_session(proc)
+        stop_session(proc)
 
 
 def test_the_router_replica_holds_the_configured_port(direct_service):
