@@ -1,7 +1,7 @@
 """What can go wrong, said in the service's own words: no HTTP here.
 
 A model deployment raises these; they cross Ray process boundaries (pickled with their fields) and the
-HTTP face (serve_app/http/errors.py) alone turns each class into a status code and the JSON envelope.
+HTTP face (serve_app/ingress/errors.py) alone turns each class into a status code and the JSON envelope.
 Each error names the request field at fault (`param`, e.g. "input[3]") and a stable machine `code`.
 """
 
