@@ -108,9 +108,15 @@ class TokenBudgetBatcher:
         self._start_drainers(loop)
         return futures
 
+    def _live_drainers(self) -> int:
+        """Drain tasks still running. A finished one leaves `_drainers` only when its done-callback runs, a loop
+        step later: counting it would leave items that arrive in between without a drainer (they would wait
+        until their deadline)."""
+        return sum(1 for d in self._drainers if not d.done())
+
     def _start_drainers(self, loop: asyncio.AbstractEventLoop) -> None:
-        while self._waiting and len(self._drainers) < self.parallel_passes:
-            if self._drainers and not self._worth_a_pass(self._waiting_tokens()):
+        while self._waiting and self._live_drainers() < self.parallel_passes:
+            if self._live_drainers() and not self._worth_a_pass(self._waiting_tokens()):
                 return
             drainer = loop.create_task(self._drain())
             self._drainers.add(drainer)
@@ -122,7 +128,7 @@ class TokenBudgetBatcher:
     @property
     def pass_beside(self) -> bool:
         """Another pass runs, or is about to start, beside the one starting now."""
-        if len(self._drainers) > 1:
+        if self._live_drainers() > 1:
             return True
         return bool(self._waiting) and self.parallel_passes > 1 and self._worth_a_pass(self._waiting_tokens())
 

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 import ray.serve.batching as serve_batching
 
-from deployments.batcher import TokenBudgetBatcher
+from deployments.batcher import BatchItem, TokenBudgetBatcher
 
 
 @pytest.fixture(autouse=True)
@@ -155,3 +155,20 @@ def test_one_big_group_still_spreads_over_parallel_passes():
         return model.most
 
     assert asyncio.run(run()) == 2
+
+
+def test_items_arriving_as_the_drainer_finishes_are_still_computed():
+    """The drain task that just emptied the queue is done but not yet removed (its done-callback runs a loop step
+    later): an item enqueued in that gap must start a new drainer, not wait for its deadline."""
+
+    async def run():
+        model = SlowModel(0.0)
+        batcher = _batcher(model)
+        first = await batcher.submit("a", tokens=8)
+        (drainer,) = batcher._drainers or [None]
+        assert drainer is None or drainer.done()
+        # enqueue directly, before the done-callback could run: no await between
+        futures = batcher._enqueue([BatchItem("b", 1)])
+        return first, await asyncio.wait_for(futures[0], timeout=2)
+
+    assert asyncio.run(run()) == ("v:a", "v:b")
