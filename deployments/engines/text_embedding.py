@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from deployments.engines.facts import ModelFacts, read_facts
 from deployments.engines.late_chunking import late_chunk
-from deployments.engines.micro_batches import pad_batch, plan_micro_batches
+from deployments.engines.micro_batches import MIN_FILL, pad_batch, plan_micro_batches
+from deployments.engines.packed_encoder import PackedEncoder, packing_refusal
 from deployments.engines.pooling import pool
 from deployments.engines.protocol import Capabilities, EmbeddingOutput, EngineOptions
 from deployments.engines.runtime import Runtime, choose_runtime
@@ -26,6 +27,8 @@ from deployments.engines.source import resolve_source
 from deployments.engines.tokenization import TextTokenizer, Tokens
 
 log = logging.getLogger(__name__)
+
+PACKED_MAX_TOKENS = 128  # inputs up to this long run packed when the model allows it (see `_passes`)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,13 @@ class TextEmbeddingEngine:
             trust_remote_code=trust_remote_code,
         )
         self.model.to(self.runtime.device).eval()
+        self.packed: PackedEncoder | None = None
+        refusal = "left padding" if recipe.padding_side != "right" else None
+        refusal = refusal or packing_refusal(self.model, self.runtime.attn_implementation)
+        if refusal is None:
+            self.packed = PackedEncoder(self.model)
+        else:
+            log.info("%s runs padded batches: %s", source, refusal)
 
         self.pooling = recipe.pooling or facts.pooling or "cls"
         self.padding_side = recipe.padding_side
@@ -156,8 +166,7 @@ class TextEmbeddingEngine:
     def token_states(self, items: Sequence[Tokens]) -> list[torch.Tensor]:
         """Last hidden states per input ([len, H], float32 on CPU), for pooling done elsewhere."""
         out: list[torch.Tensor | None] = [None] * len(items)
-        for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
-            hidden, mask = self._forward([items[i].ids for i in group])
+        for group, hidden, mask in self._passes(items):
             for row, i in enumerate(group):
                 out[i] = hidden[row][mask[row].bool()].float().cpu()
         return out  # type: ignore[return-value]
@@ -166,8 +175,7 @@ class TextEmbeddingEngine:
     def pooled(self, items: Sequence[Tokens]) -> np.ndarray:
         """Pooled, un-normalized vectors [n, dims] float32, in the order given."""
         out = np.empty((len(items), self.dimensions), dtype=np.float32)
-        for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
-            hidden, mask = self._forward([items[i].ids for i in group])
+        for group, hidden, mask in self._passes(items):
             pooled = pool(hidden, mask, self.pooling).float().cpu().numpy()
             out[group] = pooled
         return out
@@ -179,8 +187,7 @@ class TextEmbeddingEngine:
         if not any(t.keep_states for t in items):
             return [EmbeddingOutput(dense=row) for row in self.pooled(items)]
         out = [EmbeddingOutput() for _ in items]
-        for group in plan_micro_batches([len(t) for t in items], self.max_batch_tokens):
-            hidden, mask = self._forward([items[i].ids for i in group])
+        for group, hidden, mask in self._passes(items):
             pooled = pool(hidden, mask, self.pooling).float().cpu().numpy()
             for row, i in enumerate(group):
                 out[i].dense = pooled[row]
@@ -188,7 +195,28 @@ class TextEmbeddingEngine:
                     out[i].tokens = hidden[row][mask[row].bool()].float().cpu().numpy()
         return out
 
-    def _forward(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _passes(self, items: Sequence[Tokens]) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """(indices, hidden [rows, longest, H], mask) per forward pass, each pass under the token budget.
+
+        Packed (packed_encoder.py), inputs up to PACKED_MAX_TOKENS share passes whatever their lengths (attention
+        is bucketed by length inside); longer ones run padded, cut where rows would be mostly padding: at those
+        lengths attention dominates and scattering into buckets cost more than padding did
+        (`python -m bench.packed_encoder`)."""
+        lengths = [len(t) for t in items]
+        short = [i for i, n in enumerate(lengths) if self.packed is not None and n <= PACKED_MAX_TOKENS]
+        long = [i for i, n in enumerate(lengths) if self.packed is None or n > PACKED_MAX_TOKENS]
+        for subset, packed in ((long, False), (short, True)):
+            plan = plan_micro_batches(
+                [lengths[i] for i in subset], self.max_batch_tokens, min_fill=0.0 if packed else MIN_FILL
+            )
+            for group in plan:
+                indices = [subset[j] for j in group]
+                hidden, mask = self._forward([items[i].ids for i in indices], packed)
+                yield indices, hidden, mask
+
+    def _forward(self, sequences: Sequence[Sequence[int]], packed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        if packed and self.packed is not None:
+            return self.packed(sequences, self.runtime.device)
         ids, mask = pad_batch(sequences, self.pad_id, self.padding_side)
         ids = ids.to(self.runtime.device, non_blocking=True)
         mask = mask.to(self.runtime.device, non_blocking=True)
