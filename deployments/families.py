@@ -45,6 +45,9 @@ TASK_INSTRUCTIONS: dict[str, str | None] = {
 }
 GUIDE_TASKS = tuple(TASK_INSTRUCTIONS)
 
+# jina-embeddings-v4's tasks as the Jina API names them: adapter (retrieval, text-matching, code) + prompt name.
+JINA_V4_TASKS = ("retrieval.query", "retrieval.passage", "text-matching", "code.query", "code.passage")
+
 # Qwen3-Embedding's official query template (no space after `Query:`, unlike the seed's example).
 QWEN3_QUERY_TEMPLATE = "Instruct: {instruction}\nQuery:{text}"
 
@@ -232,6 +235,31 @@ FAMILIES: dict[str, Family] = {
             # Without a task the official model uses no adapter and no prompt (model card: "you can choose not
             # to pass a task, and no specific LoRA adapter will be used"); set a task here to change that.
             engine_options={"default_task": None},
+        ),
+        Family(
+            name="jina-v4",
+            kind="embedding",
+            shell="embedding",
+            engine="jina_v4:JinaV4Engine",
+            summary="jina-embeddings-v4: Qwen2.5-VL with three task LoRA adapters picked per input, mean pooling, "
+            "text and images, 128-dim multi-vectors",
+            pooling="mean",
+            # A task picks an adapter (retrieval, text-matching, code) and the official prompt name: *.query and
+            # text-matching put "Query: " before the text, *.passage "Passage: " (images take no prefix). There is
+            # no free-text instruction (user guide: task adapters yes, custom instructions no).
+            instruction_aware=True,
+            instruction_style="task-adapter",
+            tasks=JINA_V4_TASKS,
+            modalities=("text", "image"),
+            # Multi-vectors (the official multi_vector_projector, one 128-dim unit vector per token) answer
+            # `output: ["colbert"]`, BGE-M3's late-interaction output.
+            outputs=("dense", "colbert"),
+            possible_outputs=("dense", "colbert"),
+            matryoshka_min=128,
+            late_chunking=True,
+            # The official code refuses to encode without a task; here a request without one gets text-matching:
+            # the symmetric adapter, whose vectors compare with each other whatever the inputs' roles are.
+            engine_options={"default_task": "text-matching"},
         ),
     )
 }

@@ -49,13 +49,23 @@ def with_instruction(spec: ModelSpec, instruction: str | None, text: str) -> str
 
 
 def resolve_adapter_task(spec: ModelSpec, task: str | None, prompt_name: str | None) -> str | None:
-    """Task-adapter families (jina-embeddings-v3): a task picks one of the model's adapters; `prompt_name` may
-    name a task, but there is no custom instruction to send (the user guide's matrix: adapters, no instructions)."""
+    """Task-adapter families (jina-embeddings-v3/v4): a task picks one of the model's adapters; `prompt_name` may
+    name a task, but there is no custom instruction to send (the user guide's matrix: adapters, no instructions).
+
+    The transformers-style pair of jina-embeddings-v4 (`task="retrieval", prompt_name="passage"`) names the task
+    `retrieval.passage`; an adapter named alone (`task="retrieval"`) takes the query prompt, as the official
+    `encode_text` does (its prompt_name defaults to "query"); text-matching has one prompt for both roles."""
     if task is not None and prompt_name is not None:
+        if f"{task}.{prompt_name}" in spec.tasks:
+            return f"{task}.{prompt_name}"
+        if task in spec.tasks and prompt_name in ("query", "passage"):
+            return task  # a symmetric task (text-matching): the same prompt for queries and passages
         raise bad_request("Give either `task` or `prompt_name`, not both.", param="prompt_name")
     chosen, field = (task, "task") if task is not None else (prompt_name, "prompt_name")
     if chosen is None:
         return None
+    if chosen not in spec.tasks and field == "task" and f"{chosen}.query" in spec.tasks:
+        return f"{chosen}.query"
     if chosen not in spec.tasks:
         what = "Unknown task" if field == "task" else "Custom instructions are not supported; unknown task"
         raise bad_request(
@@ -210,6 +220,10 @@ def plan_embedding(spec: ModelSpec, req: EmbeddingRequest, limits: Limits) -> Em
                 )
             chosen = own or instruction
             texts.append(with_instruction(spec, chosen, text))
+        if spec.recipe.multimodal and any(not isinstance(x, str) and x.has_media for x in raw):
+            # Media for a multimodal model without instructions (jina-embeddings-v4): the deployment decodes
+            # them under the media rules; the request's task still picks the adapter.
+            items = [content_dict(x) for x in raw]
 
     outputs = check_outputs(spec, req)
     dims = check_dimensions(spec, req.dimensions)
@@ -335,6 +349,12 @@ def cohere_task(spec: ModelSpec, input_type: str | None) -> str | None:
     if input_type is None or not spec.instruction_aware:
         return None
     task = COHERE_INPUT_TASKS.get(input_type)
+    if spec.recipe.instruction_style == "task-adapter":
+        # Adapter families: documents get their passage adapter too; a kind the model has no adapter for gets
+        # the model's default task (jina-v3 calls clustering "separation").
+        if task == "clustering" and "separation" in spec.tasks:
+            return "separation"
+        return task if task in spec.tasks else None
     if task is None or TASK_INSTRUCTIONS.get(task) is None:
         return None
     allowed = spec.tasks or list(TASK_INSTRUCTIONS)
@@ -476,9 +496,18 @@ def plan_rerank(
         query_text = with_instruction(spec, instruction or TASK_INSTRUCTIONS["retrieval.query"], query_text)
     if any(not isinstance(d, str) and d.has_media for d in [query, *documents]):
         check_content(spec, [query, *documents], limits, "documents")
+    if instruction is not None and spec.recipe.instruction_style == "task-adapter":
+        raise bad_request(
+            f"Model {spec.name} takes no instruction: it reranks with its default task's adapter.",
+            param="instruction",
+            code="unsupported_parameter",
+        )
     call = EmbedCall(texts=[query_text, *docs], truncate=True)
     if spec.recipe.instruction_style == "system-message":
         items = [content_dict(query), *(content_dict(d) for d in documents)]
         items[0].setdefault("instruction", instruction or TASK_INSTRUCTIONS["retrieval.query"])
         call = EmbedCall(texts=call.texts, truncate=True, items=items)
+    elif vl and any(not isinstance(d, str) and d.has_media for d in [query, *documents]):
+        # jina-embeddings-v4: images are compared with the default task's adapter, like texts.
+        call = EmbedCall(texts=call.texts, truncate=True, items=[content_dict(d) for d in [query, *documents]])
     return RerankPlan(documents=[content_dict(d) for d in documents], top_n=n, embed=call)

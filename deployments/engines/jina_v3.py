@@ -27,8 +27,9 @@ jinaai/jina-embeddings-v3) and its config.json:
   normalization are engines/postprocess.py's, as for every family. 8192 tokens at most.
 
 Here the adapters are not merged into the weights: every Linear computes x W^T + b + ((x A_t^T) B_t^T) * s
-with A_t, B_t gathered per row, so one batch may mix tasks (the official code loops over the batch's tasks
-and merges each one's weights). A zero adapter appended after the last one stands for "no task".
+with A_t, B_t gathered per row (engines/lora.py, shared with jina-v4), so one batch may mix tasks (the official
+code loops over the batch's tasks and merges each one's weights). A zero adapter appended after the last one
+stands for "no task".
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from torch import nn
 from transformers import AutoTokenizer
 
 from deployments.engines.facts import read_facts
+from deployments.engines.lora import AdapterRows, LoRAEmbedding, LoRALinear
 from deployments.engines.micro_batches import pad_batch, plan_micro_batches
 from deployments.engines.pooling import pool
 from deployments.engines.protocol import Capabilities, EmbeddingOutput, EngineOptions, InputError
@@ -128,46 +130,6 @@ class JinaV3Config:
 
 
 # ---- the model --------------------------------------------------------------------------------------
-
-
-class LoRALinear(nn.Module):
-    """Linear whose rows each add their own adapter's low-rank delta. `lora_A` [n + 1, r, in] and
-    `lora_B` [n + 1, out, r]; the last adapter is all zeros ("no task")."""
-
-    def __init__(self, fan_in: int, fan_out: int, adapters: int, rank: int, scaling: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(fan_out, fan_in), requires_grad=False)
-        self.bias = nn.Parameter(torch.empty(fan_out), requires_grad=False)
-        self.lora_A = nn.Parameter(torch.zeros(adapters + 1, rank, fan_in), requires_grad=False)
-        self.lora_B = nn.Parameter(torch.zeros(adapters + 1, fan_out, rank), requires_grad=False)
-        self.scaling = scaling
-
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-        """x [B, T, in]; rows [B] adapter index per row (None: no row uses an adapter)."""
-        y = F.linear(x, self.weight, self.bias)
-        if rows is None:
-            return y
-        down = torch.bmm(x, self.lora_A[rows].transpose(1, 2)) * self.scaling  # [B, T, r]
-        return y + torch.bmm(down, self.lora_B[rows].transpose(1, 2))
-
-
-class LoRAEmbedding(nn.Embedding):
-    """Embedding table plus per-row adapters: `lora_A` [n + 1, V, r], `lora_B` [n + 1, r, H] (last: zeros).
-    An nn.Embedding, so the runtime counts its table as a lookup, not as compute."""
-
-    def __init__(self, num: int, dim: int, adapters: int, rank: int, scaling: float) -> None:
-        super().__init__(num, dim)
-        self.weight.requires_grad_(False)
-        self.lora_A = nn.Parameter(torch.zeros(adapters + 1, num, rank), requires_grad=False)
-        self.lora_B = nn.Parameter(torch.zeros(adapters + 1, rank, dim), requires_grad=False)
-        self.scaling = scaling
-
-    def forward(self, ids: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        out = F.embedding(ids, self.weight)
-        if rows is None:
-            return out
-        down = self.lora_A[rows[:, None], ids] * self.scaling  # [B, T, r]
-        return out + torch.bmm(down, self.lora_B[rows])
 
 
 def rotary_tables(length: int, dim: int, base: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,8 +224,9 @@ class JinaV3Model(nn.Module):
         return len(self.cfg.lora_adaptations)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, adapters: torch.Tensor) -> torch.Tensor:
-        """ids, mask [B, T] (right padding); adapters [B] (index, or `no_adapter`) -> last states [B, T, H]."""
-        rows = None if bool((adapters == self.no_adapter).all()) else adapters
+        """ids, mask [B, T] (right padding); adapters [B] (index, or `no_adapter`; host tensor) -> states [B, T, H]."""
+        values = adapters.tolist()
+        rows = None if all(a == self.no_adapter for a in values) else AdapterRows.of(values, ids.device)
         x = self.embeddings.word_embeddings(ids, rows)
         if self.embeddings.token_type_embeddings is not None:
             x = x + self.embeddings.token_type_embeddings(torch.zeros_like(ids), rows)
@@ -607,7 +570,7 @@ class JinaV3Engine:
         none = self.model.no_adapter
         adapters = torch.tensor([none if t.adapter is None else t.adapter for t in items], dtype=torch.long)
         ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        return self.model(ids, mask, adapters.to(device)), mask
+        return self.model(ids, mask, adapters), mask  # adapter indices stay on the host (AdapterRows.of)
 
 
 def _plain_copy(backend):

@@ -52,10 +52,16 @@ ARCH: dict[str, Arch] = {
     "qwen3-vl-reranker-2b": Arch(2.13, 2048, 6144, vision=(1024, 4096)),
     "qwen3-vl-embedding-8b": Arch(8.14, 4096, 12288, vision=(1152, 4304)),
     "qwen3-vl-reranker-8b": Arch(8.14, 4096, 12288, vision=(1152, 4304)),
+    # jina-embeddings-v3: XLM-R large + five adapters (model card: 572M); v4: Qwen2.5-VL-3B (3.75e9) + three
+    # r=32 adapters on q/k/v/o/gate/up/down of 36 layers (60M each) = 3.93e9, vision tower 1280 / 3420.
+    "jina-embeddings-v3": Arch(0.572, *XLMR_LARGE),
+    "jina-embeddings-v4": Arch(3.93, 2048, 11008, vision=(1280, 3420)),
 }
 
 # The models the two product seeds ask to be served (both seed documents), all in configs/models.yaml.
 SEED_MODELS = tuple(ARCH)
+# configs/gpu-single.yaml packs these on one 80 GB card; the jina models do not fit beside them (its header).
+SINGLE_CARD_MODELS = tuple(name for name in ARCH if not name.startswith("jina-"))
 
 
 def per_token_bytes(hidden: int, intermediate: int) -> int:
