@@ -442,8 +442,8 @@ def _positive_int(value: str) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add models / embed / rerank / bench / wait to an `add_subparsers()` object, and `--wait` to its
-    `serve` command when it has one."""
+    """Add models / embed / rerank / bench / wait (and corpus, the batch job of serve_app/corpus/) to an
+    `add_subparsers()` object, and `--wait` to its `serve` command when it has one."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=None, help=f"the service (default: $EMBEDSERVE_URL or {DEFAULT_URL})")
     common.add_argument("--api-key", default=None, help="Bearer key (default: $EMBEDSERVE_API_KEY)")
@@ -493,6 +493,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("wait", parents=[common], help="wait until every model is ready, showing progress")
     p.add_argument("--wait-timeout", type=float, default=300.0, help="seconds (default 300)")
     p.set_defaults(func=_handled(cmd_wait))
+
+    from serve_app.corpus.cli import add_parser as add_corpus_parser  # a batch job, not a client: no --url
+
+    add_corpus_parser(subparsers)
 
     serve = subparsers.choices.get("serve")
     if serve is not None:
