@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Priority lanes of a model's queue (deployments/batcher.py): a user's query goes ahead of re-indexing traffic.
+INTERACTIVE = "interactive"
+BULK = "bulk"
+PRIORITIES = (INTERACTIVE, BULK)
+
 
 @dataclass(slots=True)
 class EmbedCall:
@@ -34,6 +39,7 @@ class EmbedCall:
     token_prefix: str | None = None
     # Task-adapter families (jina-embeddings-v3): the task picks the model's adapter (and its own prompt).
     task: str | None = None
+    priority: str = INTERACTIVE  # the lane of its inputs in the model's queue; set by the router
 
 
 @dataclass(slots=True)
@@ -74,6 +80,7 @@ class RerankCall:
     instruction: str | None = None
     max_tokens_per_doc: int | None = None
     raw_scores: bool = False
+    priority: str = INTERACTIVE  # the lane of its pairs in the model's queue; set by the router
 
 
 @dataclass(slots=True)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 from ray import serve
 
 from deployments.calls import EmbedCall, EmbedReply, TokenCall
-from deployments.engines.postprocess import finalize_rows
+from deployments.engines.postprocess import finalize_rows, finish_embeddings
 from deployments.engines.protocol import InputError
 from deployments.errors import InvalidRequest, ServiceError
 from deployments.media_inputs import decode_items
@@ -41,7 +40,7 @@ class EmbeddingDeployment(BatchedModel):
             prepared = self._prepare_each(calls)
         ready = [i for i, p in enumerate(prepared) if not isinstance(p, ServiceError)]
         outcomes = await self.batcher.submit_group(
-            [(prepared[i], [p.cost for p in prepared[i]], calls[i].deadline) for i in ready]
+            [(prepared[i], [p.cost for p in prepared[i]], calls[i].deadline, calls[i].priority) for i in ready]
         )
         results: list[EmbedReply | ServiceError] = list(prepared)
         for i, outcome in zip(ready, outcomes, strict=True):
@@ -73,7 +72,7 @@ class EmbeddingDeployment(BatchedModel):
                 gone.set()
         else:
             prepared = self._prepare(call)
-        rows = await self.batcher.submit_all(prepared, [p.cost for p in prepared], call.deadline)
+        rows = await self.batcher.submit_all(prepared, [p.cost for p in prepared], call.deadline, call.priority)
         return self._reply(call, prepared, rows)
 
     def _prepare(self, call: EmbedCall, gone: threading.Event | None = None) -> list:
@@ -122,26 +121,22 @@ class EmbeddingDeployment(BatchedModel):
             raise input_error(exc, "ids" if texts.decode is not None else "inputs") from None
 
     def _reply(self, call: EmbedCall, prepared: list, rows: list) -> EmbedReply:
-        reply = EmbedReply(
-            vectors=np.empty((len(rows), 0), np.float32),
+        done = finish_embeddings(
+            rows,
+            call.outputs,
+            call.dimensions,
+            call.normalize,
+            call.sparse_tokens,
+            getattr(self.engine, "token_strings", None),
+        )
+        return EmbedReply(
+            vectors=done.vectors,
             token_counts=[len(p) for p in prepared],
             model=self.spec.name,
+            sparse=done.sparse,
+            colbert=done.colbert,
+            token_states=done.token_states,
         )
-        if "dense" in call.outputs:
-            reply.vectors = finalize_rows(np.stack([r.dense for r in rows]), call.dimensions, call.normalize)
-        if "sparse" in call.outputs:
-            reply.sparse = [self._sparse(r.sparse, call.sparse_tokens) for r in rows]
-        if "colbert" in call.outputs:
-            reply.colbert = [r.colbert for r in rows]
-        if "tokens" in call.outputs:
-            reply.token_states = [r.tokens for r in rows]
-        return reply
-
-    def _sparse(self, vec, with_tokens: bool) -> dict:
-        out = {"indices": vec.indices, "values": vec.values}
-        if with_tokens:
-            out["tokens"] = self.engine.token_strings(vec)
-        return out
 
     async def _late_chunk(self, call: EmbedCall) -> EmbedReply:
         if not self.capabilities.late_chunking:

@@ -38,11 +38,29 @@ class ModelMetrics:
         self.forward = metrics.Histogram(
             "embedserve_forward_seconds", "Model time of one batch (forward + pooling).", _TIME_BOUNDS, keys
         )
+        lane_keys = ("model", "lane")
+        self.lane_inputs = metrics.Counter(
+            "embedserve_lane_inputs_total", "Inputs (or rerank pairs) computed, by priority lane.", lane_keys
+        )
+        self.lane_queue_wait = metrics.Histogram(
+            "embedserve_lane_queue_wait_seconds",
+            "From an item's enqueue to its batch's start, by priority lane (interactive, bulk).",
+            _TIME_BOUNDS,
+            lane_keys,
+        )
 
     def call(self, outcome: str) -> None:
         self.requests.inc(tags={"model": self.tags["model"], "outcome": outcome})
 
-    def batch(self, lengths: Sequence[int], enqueued: Sequence[float], padded_tokens: int, seconds: float) -> None:
+    def batch(
+        self,
+        lengths: Sequence[int],
+        enqueued: Sequence[float],
+        padded_tokens: int,
+        seconds: float,
+        lanes: Sequence[str] | None = None,
+    ) -> None:
+        """One computed batch; `lanes`: each item's priority lane, in the order of `enqueued`."""
         now = time.monotonic()
         real = sum(lengths)
         tags = self.tags
@@ -51,6 +69,14 @@ class ModelMetrics:
         self.batch_size.observe(len(lengths), tags=tags)
         if padded_tokens:
             self.padding.observe(real / padded_tokens, tags=tags)
+        started = now - seconds
         for t in enqueued:
-            self.queue_wait.observe(max(0.0, now - seconds - t), tags=tags)
+            self.queue_wait.observe(max(0.0, started - t), tags=tags)
         self.forward.observe(seconds, tags=tags)
+        if lanes is not None:
+            counts: dict[str, int] = {}
+            for lane, t in zip(lanes, enqueued, strict=True):
+                counts[lane] = counts.get(lane, 0) + 1
+                self.lane_queue_wait.observe(max(0.0, started - t), tags={**tags, "lane": lane})
+            for lane, n in counts.items():
+                self.lane_inputs.inc(n, tags={**tags, "lane": lane})

@@ -29,7 +29,8 @@ class RerankDeployment(BatchedModel):
             items = await self.executors.run_prep(self._prepare, call, gone)
         finally:
             gone.set()
-        logits = np.asarray(await self.batcher.submit_all(items, [p.cost for p in items]), dtype=np.float32)
+        rows = await self.batcher.submit_all(items, [p.cost for p in items], priority=call.priority)
+        logits = np.asarray(rows, dtype=np.float32)
         return RerankReply(
             scores=relevance(logits, call.raw_scores), token_counts=[len(p) for p in items], model=self.spec.name
         )

@@ -238,5 +238,6 @@ class BatchedModel:
             dimensions=self.capabilities.dimensions,
             outputs=list(self.capabilities.outputs),
             computed_items=self.batcher.computed_items,
+            lanes={"computed": dict(self.batcher.computed_by_lane), "waiting": self.batcher.waiting()},
             batching=self.batcher.settings(),
         )

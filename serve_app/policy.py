@@ -411,12 +411,16 @@ def text_only_fallback(call: EmbedCall, fallback: ModelSpec) -> EmbedCall | None
 
 @dataclass(slots=True)
 class RerankPlan:
-    """Either a cross-encoder call, or (for embedding models) one embed call: query first, then documents."""
+    """Either a cross-encoder call, or (for embedding models) one embed call: query first, then documents (or,
+    with `query_embed`, the documents only)."""
 
     documents: list[str]
     top_n: int
     rerank: RerankCall | None = None
     embed: EmbedCall | None = None
+    # Adapter models with query and passage tasks: the query embedded on its own with its task (`embed` then holds
+    # only the documents, with the passage task), as a retrieval system would embed them.
+    query_embed: EmbedCall | None = None
 
 
 def _text(item: str | ContentItem, spec: ModelSpec, where: str) -> str:
@@ -508,6 +512,17 @@ def plan_rerank(
         items[0].setdefault("instruction", instruction or TASK_INSTRUCTIONS["retrieval.query"])
         call = EmbedCall(texts=call.texts, truncate=True, items=items)
     elif vl and any(not isinstance(d, str) and d.has_media for d in [query, *documents]):
-        # jina-embeddings-v4: images are compared with the default task's adapter, like texts.
+        # jina-embeddings-v4: images are compared with the task's adapter, like texts.
         call = EmbedCall(texts=call.texts, truncate=True, items=[content_dict(d) for d in [query, *documents]])
-    return RerankPlan(documents=[content_dict(d) for d in documents], top_n=n, embed=call)
+    shown = [content_dict(d) for d in documents]
+    if spec.recipe.instruction_style == "task-adapter" and {"retrieval.query", "retrieval.passage"} <= set(spec.tasks):
+        # Asymmetric retrieval adapters (jina-embeddings-v3/v4): the query as a query, the documents as passages.
+        items = call.items
+        query_call = EmbedCall(
+            texts=call.texts[:1], truncate=True, task="retrieval.query", items=items[:1] if items else None
+        )
+        docs_call = EmbedCall(
+            texts=call.texts[1:], truncate=True, task="retrieval.passage", items=items[1:] if items else None
+        )
+        return RerankPlan(documents=shown, top_n=n, embed=docs_call, query_embed=query_call)
+    return RerankPlan(documents=shown, top_n=n, embed=call)

@@ -77,6 +77,10 @@ class ContentItem(BaseModel):
 
 
 # ---- embeddings -----------------------------------------------------------------------------------
+PRIORITY_DOC = (
+    '"interactive" (a user waits: ahead in the model\'s queue) or "bulk" (indexing: keeps a share of every '
+    "batch); default: the X-Priority header, else the API key's default, else interactive"
+)
 EmbeddingType = Literal["float", "base64", "binary", "ubinary", "int8"]
 
 
@@ -104,6 +108,7 @@ class EmbeddingRequest(_Wire):
         None, description='BGE-M3: any of "dense" (default), "sparse", "colbert"'
     )
     return_sparse_tokens: bool = Field(False, description="add the token strings to each sparse vector")
+    priority: Text | None = Field(None, description=PRIORITY_DOC, examples=["interactive", "bulk"])
 
 
 class SparseEmbedding(BaseModel):
@@ -148,6 +153,7 @@ class RerankRequest(_Wire):
     instruction: Text | None = Field(None, description="task instruction for instruction-aware rerankers")
     max_tokens_per_doc: int | None = Field(None, description="cut each document to this many tokens first")
     raw_scores: bool = Field(False, description="raw logits instead of [0, 1] relevance")
+    priority: Text | None = Field(None, description=PRIORITY_DOC, examples=["interactive", "bulk"])
 
 
 class RerankResult(BaseModel):
@@ -394,7 +400,9 @@ class CohereEmbedRequest(_Wire):
     output_dimension: int | None = None
     max_tokens: int | None = None
     truncate: Literal["NONE", "START", "END"] | None = Field(None, description="default END")
-    priority: int | None = None
+    priority: int | None = Field(
+        None, description="Cohere's: lower is handled earlier; 0 (the default) the interactive lane, above 0 bulk"
+    )
 
 
 class CohereEmbedResponse(BaseModel):

@@ -31,7 +31,7 @@ from deployments.engines.postprocess import FinishedEmbeddings
 from serve_app.corpus.job import CorpusJob, Part, PartMarker
 from serve_app.corpus.planning import BadRow, JobError
 from serve_app.corpus.sources import filesystem
-from serve_app.ingress.encoding import _converted  # the API's output types (binary, ubinary, int8), not a copy
+from serve_app.ingress.encoding import converted  # the API's output types (binary, ubinary, int8), not a copy
 
 
 class Layout:
@@ -199,7 +199,7 @@ def _now() -> str:
 def _vectors(matrix: np.ndarray, output_type: str) -> pa.Array:
     """[n, d] -> fixed_size_list<d> of the output type's numbers (float32, int8 or packed bits)."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    values = np.asarray(_converted(matrix, output_type))
+    values = np.asarray(converted(matrix, output_type))
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 

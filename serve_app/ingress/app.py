@@ -18,8 +18,13 @@ ENDPOINTS = (embeddings, rerank, chunk, tokenize, cohere_embed, tei, models)
 
 
 def create_app(
-    dispatcher: Dispatcher, limits: Limits, api_keys: list[bytes], allow_unauthenticated: bool = False
+    dispatcher: Dispatcher,
+    limits: Limits,
+    api_keys: list[bytes],
+    allow_unauthenticated: bool = False,
+    key_priorities: dict[bytes, str] | None = None,
 ) -> FastAPI:
+    """`key_priorities`: API key -> the priority lane its requests get when they name none."""
     app = FastAPI(
         title="embedserve",
         version="0.1.0",
@@ -39,5 +44,6 @@ def create_app(
         max_body_bytes=limits.max_body_bytes,
         routes=routes,
         fast_routes=fast_routes,
+        key_priorities=key_priorities,
     )
     return app

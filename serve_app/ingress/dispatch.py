@@ -2,7 +2,9 @@
 
 Built once per router replica (Ray Serve LLM's ingress does the same: `handle.options(...)` makes a new handle
 each time, so the options are applied once at start-up). Embedding calls go through a per-model coalescer
-(ingress/coalescing.py) and carry their deadline to the model. Every failure leaves as a domain error.
+(ingress/coalescing.py) and carry their deadline to the model. Every call carries its request's priority lane
+(ingress/priority.py): bulk calls never join a coalesced group, whose callers all wait for its slowest call, so
+a query never waits for a re-indexing request's reply. Every failure leaves as a domain error.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from deployments.calls import EmbedCall, EmbedReply, RerankCall, RerankReply
+from deployments.calls import BULK, EmbedCall, EmbedReply, RerankCall, RerankReply
 from deployments.errors import DeadlineExceeded, NotFound
 from deployments.spec import ModelSpec
 from serve_app.ingress.coalescing import CallCoalescer
 from serve_app.ingress.errors import from_ray
 from serve_app.ingress.model_states import ModelStates
+from serve_app.ingress.priority import resolve
 
 METHODS = ("embed", "embed_many", "rerank", "tokenize", "describe")
 
@@ -61,11 +64,13 @@ class Dispatcher:
             raise unknown_model(name, list(self.specs))
         return spec
 
-    async def embed(self, name: str, call: EmbedCall) -> EmbedReply:
+    async def embed(self, name: str, call: EmbedCall, priority: str | None = None) -> EmbedReply:
+        """`priority`: the request body's field, as sent (None: the header, the key's default, interactive)."""
+        call.priority = resolve(priority)
         await self.states.check(name)
         call.deadline = time.time() + self.timeout_s  # the model skips this call's inputs once it has passed
         coalescer = self._coalescers.get(name)
-        if coalescer is None:
+        if coalescer is None or call.priority == BULK:
             return await self._call(self._handles["embed"][name].remote(call))
         future = coalescer.submit(call)
         try:
@@ -76,7 +81,8 @@ class Dispatcher:
     def _deadline_exceeded(self) -> DeadlineExceeded:
         return DeadlineExceeded(f"The request took longer than {self.timeout_s:g} s.")
 
-    async def rerank(self, name: str, call: RerankCall) -> RerankReply:
+    async def rerank(self, name: str, call: RerankCall, priority: str | None = None) -> RerankReply:
+        call.priority = resolve(priority)
         await self.states.check(name)
         return await self._call(self._handles["rerank"][name].remote(call))
 

@@ -18,7 +18,7 @@ import orjson
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def _converted(vectors: np.ndarray, output_type: str):
+def converted(vectors: np.ndarray, output_type: str):
     if output_type == "float":
         return vectors.astype(np.float32, copy=False)
     if output_type == "base64":
@@ -37,7 +37,7 @@ def _converted(vectors: np.ndarray, output_type: str):
 def _colbert(matrix: np.ndarray, output_type: str):
     if output_type == "base64":
         return base64.b64encode(matrix.astype("<f4", copy=False).tobytes()).decode("ascii")
-    return _converted(matrix, output_type)
+    return converted(matrix, output_type)
 
 
 def embeddings_response(
@@ -53,7 +53,7 @@ def embeddings_response(
     n = len(sparse) if sparse is not None else len(colbert) if colbert is not None else len(vectors)
     data: list[dict] = [{"object": "embedding", "index": i} for i in range(n)]
     if dense:
-        values = _converted(vectors, output_type)
+        values = converted(vectors, output_type)
         for i, item in enumerate(data):
             item["embedding"] = values[i]
     if sparse is not None:

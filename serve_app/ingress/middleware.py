@@ -11,6 +11,8 @@ Limits and keys come from the application instance that owns this layer, never f
   `allow_unauthenticated`: an API without keys is for one machine, not a network, unless someone chose so.
 - Body limit: a declared Content-Length over the limit is refused before reading; a streamed body is cut
   off as soon as it passes the limit. Both answer 413 in the service's error envelope.
+- Priority: the `X-Priority` header and the matched API key's default lane are noted for the request
+  (ingress/priority.py), where the dispatcher finds them when it sends the request's calls.
 - Content type: a POST to an API route without a JSON content type (`curl -d` sends a form type) is read as
   JSON when its body is a JSON object or array, and refused with 415 saying what to send otherwise.
 - Fast routes (POST /v1/embeddings, /v1/rerank, /v2/rerank with a JSON content type): the body is parsed once,
@@ -31,6 +33,7 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 
 from deployments.errors import ServiceError
+from serve_app.ingress import priority
 from serve_app.ingress.errors import error_body, error_response, plain_error
 
 log = logging.getLogger("ray.serve")
@@ -64,12 +67,27 @@ def load_keys(literal: list[str], env_var: str | None) -> list[bytes]:
     return [k.encode() for k in keys]
 
 
+def load_key_priorities(keyed: dict[str, str], env_var: str | None, lane: str) -> dict[bytes, str]:
+    """API key -> its default priority lane: keys declared with a priority, plus the keys of `env_var`
+    (comma-separated), which get `lane`."""
+    out = {k.encode(): v for k, v in keyed.items() if k}
+    if env_var and os.environ.get(env_var):
+        out.update({k.strip().encode(): lane for k in os.environ[env_var].split(",") if k.strip()})
+    return out
+
+
 def key_matches(presented: bytes, keys: list[bytes]) -> bool:
     """Every key is compared (constant time each), so timing says nothing about which key nearly matched."""
-    matched = False
+    return matched_key(presented, keys) is not None
+
+
+def matched_key(presented: bytes, keys: list[bytes]) -> bytes | None:
+    """The key `presented` equals, or None; every key is compared (constant time each), whichever matches."""
+    found = None
     for key in keys:
-        matched |= hmac.compare_digest(presented, key)
-    return matched
+        if hmac.compare_digest(presented, key):
+            found = key
+    return found
 
 
 class _Metrics:
@@ -137,8 +155,10 @@ class IngressMiddleware:
         allow_unauthenticated: bool = False,
         routes: Iterable[str] = (),
         fast_routes: dict | None = None,
+        key_priorities: dict[bytes, str] | None = None,
     ) -> None:
         self.app = app
+        self.key_priorities = key_priorities or {}
         self.fast_routes = fast_routes or {}
         self.keys = keys
         self.allow_unauthenticated = allow_unauthenticated
@@ -181,6 +201,7 @@ class IngressMiddleware:
         declared = 0
         presented = b""
         content_type = b""
+        lane_header: bytes | None = None
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -189,11 +210,14 @@ class IngressMiddleware:
                     declared = 0
             elif name == b"content-type":
                 content_type = value
+            elif name == priority.HEADER_KEY:
+                lane_header = value
             elif name == b"authorization" and not presented:
                 scheme, _, token = value.partition(b" ")
                 if scheme.lower() == b"bearer":
                     presented = token.strip()
-        if self.keys and path not in PUBLIC_PATHS and not (presented and key_matches(presented, self.keys)):
+        key = matched_key(presented, self.keys) if self.keys and presented else None
+        if self.keys and path not in PUBLIC_PATHS and key is None:
             await _answer(send, 401, _UNAUTHORIZED, [(b"www-authenticate", b"Bearer")])
             return
         if not self.keys and not self.allow_unauthenticated and path not in PUBLIC_PATHS and self._exposed(scope):
@@ -212,11 +236,19 @@ class IngressMiddleware:
                 await _answer(send, 415, _not_json(content_type))
                 return
             scope, receive, json_body = _with_json_type(scope), _replay(body, receive), True
-        route = self.fast_routes.get(path) if json_body and post else None
-        if route is not None:
-            await self._fast(route, scope, receive, send)
-            return
-        await self._body_limited(scope, receive, send)
+        default_lane = self.key_priorities.get(key) if key is not None else None
+        noted = None
+        if lane_header is not None or default_lane is not None:
+            noted = priority.note(priority.RequestPriority(lane_header, default_lane))
+        try:
+            route = self.fast_routes.get(path) if json_body and post else None
+            if route is not None:
+                await self._fast(route, scope, receive, send)
+                return
+            await self._body_limited(scope, receive, send)
+        finally:
+            if noted is not None:
+                priority.forget(noted)
 
     def _exposed(self, scope) -> bool:
         """The request arrived on a non-loopback address (the server's side of the connection)."""

@@ -83,3 +83,19 @@ def test_late_chunking_with_the_tasks_adapter(jina_app):
     other = _vectors(_embed(jina_app["base"], input=chunks, late_chunking=True, task="separation"))
     assert query.shape == other.shape == (2, 32) and time.monotonic() - start < 60
     assert float((query * other).sum(axis=1).max()) < 0.999
+
+
+def test_rerank_by_cosine_embeds_the_query_as_a_query_and_documents_as_passages(jina_app):
+    query, docs = "how do adapters work", ["adapters are small matrices", "the weather today", "rotary positions"]
+    resp = httpx.post(
+        jina_app["base"] + "/v1/rerank",
+        json={"model": "tiny-jina", "query": query, "documents": docs},
+        timeout=60,
+    )
+    assert resp.status_code == 200, resp.text
+    scores = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
+    q = _vectors(_embed(jina_app["base"], input=[query], task="retrieval.query"))[0]
+    passages = _vectors(_embed(jina_app["base"], input=docs, task="retrieval.passage"))
+    np.testing.assert_allclose([scores[i] for i in range(3)], passages @ q, atol=1e-5)
+    one_call = _vectors(_embed(jina_app["base"], input=[query, *docs]))  # no adapter: what rerank did before
+    assert not np.allclose([scores[i] for i in range(3)], one_call[1:] @ one_call[0], atol=1e-3)

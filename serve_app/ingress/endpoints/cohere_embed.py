@@ -2,7 +2,8 @@
 
 `cohere.ClientV2(base_url=..., api_key=...).embed(...)` works unchanged. The request goes through the same policy
 as /v1/embeddings: `input_type` becomes a task (policy.cohere_task), `output_dimension` the matryoshka size,
-`truncate` NONE / START / END the truncation, images go to multimodal (Qwen3-VL) models only.
+`truncate` NONE / START / END the truncation, images go to multimodal (Qwen3-VL) models only. Cohere's `priority`
+(lower is earlier) picks the lane: 0 interactive, above 0 bulk; without it, the X-Priority header or the key decides.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from serve_app.config import Limits
 from serve_app.ingress.dispatch import Dispatcher
 from serve_app.ingress.encoding import dumps
 from serve_app.ingress.endpoints.common import ERROR_RESPONSES, FastRoutes
+from serve_app.ingress.priority import cohere_lane
 from serve_app.policy import COHERE_TRUNCATE, bad_request, cohere_task, plan_embedding
 from serve_app.schemas import CohereEmbedRequest, CohereEmbedResponse, CohereInput, ContentItem, EmbeddingRequest
 
@@ -94,7 +96,7 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes
             dimensions=body.output_dimension,
         )
         plan = plan_embedding(spec, request, limits)
-        reply = await dispatcher.embed(spec.name, plan.call)
+        reply = await dispatcher.embed(spec.name, plan.call, cohere_lane(body.priority))
         tokens = reply.total_tokens
         images = sum(1 for x in items if not isinstance(x, str) and x.image is not None)
         billed = {"input_tokens": tokens, **({"images": images} if images else {})}

@@ -24,13 +24,13 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes
         spec = dispatcher.spec(body.model)
         plan = plan_embedding(spec, body, limits)
         try:
-            reply = await dispatcher.embed(spec.name, plan.call)
+            reply = await dispatcher.embed(spec.name, plan.call, body.priority)
         except ServiceError as failure:
             fallback = fallback_for(spec, dispatcher.specs, plan.call, failure)
             if fallback is None:
                 raise
             log.warning("%s failed (%s); text-only request served by %s", spec.name, failure.code, fallback[0].name)
-            reply = await dispatcher.embed(fallback[0].name, fallback[1])
+            reply = await dispatcher.embed(fallback[0].name, fallback[1], body.priority)
         payload = embeddings_response(
             reply.vectors,
             plan.output_type,

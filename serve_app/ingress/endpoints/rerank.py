@@ -3,6 +3,7 @@ model ranks by cosine similarity; results best first, cut to top_n."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -18,14 +19,23 @@ from serve_app.policy import RerankPlan, plan_rerank
 from serve_app.schemas import CohereRerankRequest, CohereRerankResponse, RerankRequest, RerankResponse
 
 
-async def ranked(dispatcher: Dispatcher, plan: RerankPlan, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray, int, str]:
-    """-> (order of documents best first, cut to top_n; scores in document order; tokens; model)."""
+async def ranked(
+    dispatcher: Dispatcher, plan: RerankPlan, spec: ModelSpec, priority: str | None = None
+) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """-> (order of documents best first, cut to top_n; scores in document order; tokens; model).
+    `priority`: the body's field, as sent (None: the header, the key's default, interactive)."""
     if plan.rerank is not None:
-        reply = await dispatcher.rerank(spec.name, plan.rerank)
+        reply = await dispatcher.rerank(spec.name, plan.rerank, priority)
         scores, tokens, model = reply.scores, reply.total_tokens, reply.model
+    elif plan.query_embed is not None:  # adapter models: the query with its task, the documents with theirs
+        query, reply = await asyncio.gather(
+            dispatcher.embed(spec.name, plan.query_embed, priority), dispatcher.embed(spec.name, plan.embed, priority)
+        )
+        scores = reply.vectors @ query.vectors[0]  # unit vectors: dot product = cosine
+        tokens, model = query.total_tokens + reply.total_tokens, reply.model
     else:
-        reply = await dispatcher.embed(spec.name, plan.embed)
-        scores = reply.vectors[1:] @ reply.vectors[0]  # unit vectors: dot product = cosine
+        reply = await dispatcher.embed(spec.name, plan.embed, priority)
+        scores = reply.vectors[1:] @ reply.vectors[0]
         tokens, model = reply.total_tokens, reply.model
     order = np.argsort(-scores, kind="stable")[: plan.top_n]
     return order, scores, tokens, model or spec.name
@@ -45,7 +55,7 @@ def register(app: FastAPI, dispatcher: Dispatcher, limits: Limits) -> FastRoutes
             max_tokens_per_doc=body.max_tokens_per_doc,
             raw_scores=body.raw_scores,
         )
-        order, scores, tokens, model = await ranked(dispatcher, plan, spec)
+        order, scores, tokens, model = await ranked(dispatcher, plan, spec, body.priority)
         results = []
         for i in order.tolist():
             item: dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}

@@ -57,3 +57,12 @@ def test_the_cli_refuses_to_start_an_open_api_on_the_network(monkeypatch, capsys
     assert exposure_ok(_config("0.0.0.0", {"allow_unauthenticated": True}))
     monkeypatch.setenv("EMBEDSERVE_API_KEYS", "k1,k2")
     assert exposure_ok(_config("0.0.0.0"))
+
+
+def test_keys_that_only_come_with_a_lane_count_as_keys(monkeypatch):
+    monkeypatch.delenv("EMBEDSERVE_API_KEYS", raising=False)
+    monkeypatch.delenv("INDEXER_KEYS", raising=False)
+    assert exposure_ok(_config("0.0.0.0", {"api_keys": [{"key": "k", "priority": "bulk"}]}))
+    assert not exposure_ok(_config("0.0.0.0", {"bulk_api_keys_env": "INDEXER_KEYS"}))
+    monkeypatch.setenv("INDEXER_KEYS", "sk-indexer")
+    assert exposure_ok(_config("0.0.0.0", {"bulk_api_keys_env": "INDEXER_KEYS"}))

@@ -326,3 +326,22 @@ def test_jina_v3_task_picks_its_adapter_and_custom_instructions_are_refused():
     assert custom.value.param == "prompt_name" and "Custom instructions are not supported" in str(custom.value)
     with pytest.raises(InvalidRequest):
         plan(task="code.query")
+
+
+@pytest.mark.parametrize("name", ["jina-embeddings-v3", "jina-embeddings-v4"])
+def test_adapter_models_rerank_queries_as_queries_and_documents_as_passages(name):
+    from serve_app.catalog import load_catalog, resolve_models
+    from serve_app.config import AppArgs
+    from serve_app.policy import plan_rerank
+
+    (spec,) = resolve_models(AppArgs.model_validate({"models": [{"name": name}]}).models, load_catalog())
+    plan = plan_rerank(spec, query="what is ray", documents=["a", "b"], top_n=None, limits=Limits())
+    assert plan.query_embed.texts == ["what is ray"] and plan.query_embed.task == "retrieval.query"
+    assert plan.embed.texts == ["a", "b"] and plan.embed.task == "retrieval.passage"
+    assert plan.top_n == 2 and plan.rerank is None
+    # encoders without adapters still embed query and documents in one call
+    (minilm,) = resolve_models(
+        AppArgs.model_validate({"models": [{"name": "all-minilm-l6-v2"}]}).models, load_catalog()
+    )
+    plain = plan_rerank(minilm, query="q", documents=["a"], top_n=None, limits=Limits())
+    assert plain.query_embed is None and plain.embed.texts == ["q", "a"] and plain.embed.task is None
