@@ -84,8 +84,9 @@ class EmbeddingDeployment(BatchedModel):
         try:
             if call.token_ids is not None:
                 self._needs_token_ids()
+                adapter = {"task": call.task} if call.task is not None else {}  # task-adapter families
                 prepared = self.engine.prepare_ids(
-                    call.token_ids, call.token_prefix, call.truncate, call.truncation_direction
+                    call.token_ids, call.token_prefix, call.truncate, call.truncation_direction, **adapter
                 )
             elif call.task is not None:  # a task-adapter family: the task picks the adapter of every input
                 prepared = self.engine.prepare(inputs, call.truncate, call.truncation_direction, task=call.task)

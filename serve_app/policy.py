@@ -309,7 +309,11 @@ def plan_token_ids(spec: ModelSpec, req: EmbeddingRequest, ids: list[list[int]],
             )
     if req.late_chunking:
         raise bad_request("late_chunking takes text chunks, not token ids.", param="late_chunking")
-    instruction = resolve_instruction(spec, req.task, req.prompt_name)
+    adapter_task = None
+    if spec.recipe.instruction_style == "task-adapter":  # the task picks the adapter (and its prompt's ids)
+        adapter_task, instruction = resolve_adapter_task(spec, req.task, req.prompt_name), None
+    else:
+        instruction = resolve_instruction(spec, req.task, req.prompt_name)
     prefix = None
     if instruction:
         template = spec.recipe.query_template or ""
@@ -327,6 +331,7 @@ def plan_token_ids(spec: ModelSpec, req: EmbeddingRequest, ids: list[list[int]],
         sparse_tokens=req.return_sparse_tokens,
         token_ids=[list(seq) for seq in ids],
         token_prefix=prefix,
+        task=adapter_task,
     )
     return EmbeddingPlan(call=call, output_type=req.embedding_type or req.encoding_format)
 

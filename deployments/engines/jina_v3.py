@@ -365,7 +365,13 @@ class JinaV3Engine:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(max_tokens=self.max_tokens, dimensions=self.dimensions, token_ids=True, late_chunking=True)
+        return Capabilities(
+            max_tokens=self.max_tokens,
+            dimensions=self.dimensions,
+            token_ids=True,
+            token_id_inputs=True,
+            late_chunking=True,
+        )
 
     # -- tasks ------------------------------------------------------------------------------------
     def adapter_of(self, task: str | None, index: int | None = None) -> int | None:

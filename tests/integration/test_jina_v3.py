@@ -99,3 +99,19 @@ def test_rerank_by_cosine_embeds_the_query_as_a_query_and_documents_as_passages(
     np.testing.assert_allclose([scores[i] for i in range(3)], passages @ q, atol=1e-5)
     one_call = _vectors(_embed(jina_app["base"], input=[query, *docs]))  # no adapter: what rerank did before
     assert not np.allclose([scores[i] for i in range(3)], one_call[1:] @ one_call[0], atol=1e-3)
+
+
+def test_token_id_inputs_take_the_tasks_adapter_and_prompt(jina_app):
+    from deployments.engines.jina_v3 import JinaV3Engine
+
+    engine = JinaV3Engine(str(jina_app["source"]))
+    text = "how do rotary embeddings work"
+    ids = engine.backend.encode(text, add_special_tokens=False).ids
+    for task in ("retrieval.query", "text-matching"):
+        from_text = _vectors(_embed(jina_app["base"], input=[text], task=task))
+        from_ids = _vectors(_embed(jina_app["base"], input=[ids], task=task))
+        assert float((from_text * from_ids).sum()) > 0.9999
+    plain = _vectors(_embed(jina_app["base"], input=[ids]))
+    assert float((plain * from_ids).sum()) < 0.999  # the task's adapter made a difference
+    bad = _embed(jina_app["base"], input=[[10**9]], task="retrieval.query")
+    assert bad.status_code == 400 and bad.json()["error"]["param"].startswith("input")
