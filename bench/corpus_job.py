@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from bench.corpus import sentences, single_token_words
+from bench.machine import cpu_model
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -44,16 +45,6 @@ MODEL = "all-minilm-l6-v2"
 
 def log(msg: str) -> None:
     print(f"[corpus-job {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build_corpus(rows: int) -> tuple[list[str], list[int]]:

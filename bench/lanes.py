@@ -40,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from bench.drive import run_drive
+from bench.machine import cpu_model
 from bench.servers import MODEL_NAME, OurService
 
 HERE = Path(__file__).resolve().parent
@@ -52,14 +53,6 @@ LANES_BUDGET = {"max_batch_tokens": 256, "max_batch_size": 8, "batch_wait_timeou
 
 def log(msg: str) -> None:
     print(f"[lanes {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def config(budget: dict | None) -> dict:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import time
@@ -24,21 +23,12 @@ import torch
 
 from bench.corpus import mixed_lengths, single_token_words
 from bench.drive import WORDS
+from bench.machine import cpu_model
 from deployments.engines.protocol import EngineOptions
 from deployments.engines.runtime import choose_runtime
 from deployments.engines.text_embedding import TextEmbeddingEngine
 
 RESULTS = Path(__file__).parent / "results" / "packed-encoder.json"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _pass_ms(engine: TextEmbeddingEngine, items, packed) -> float:
@@ -103,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "command": "python -m bench.packed_encoder" + (f" --rounds {args.rounds}" if args.rounds != 40 else ""),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "torch_threads": args.threads},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "torch_threads": args.threads},
         "model": "all-MiniLM-L6-v2 (fp32, sdpa)",
         "workloads": {},
     }

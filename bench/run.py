@@ -29,6 +29,8 @@ import time
 import traceback
 from pathlib import Path
 
+from bench.machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
@@ -68,14 +70,6 @@ PROFILES = {
 
 
 def machine_info() -> dict:
-    cpu_model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     mem_kib = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -88,7 +82,7 @@ def machine_info() -> dict:
     import transformers
 
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),

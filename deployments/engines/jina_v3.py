@@ -51,7 +51,7 @@ from deployments.engines.micro_batches import pad_batch, plan_micro_batches
 from deployments.engines.pooling import pool
 from deployments.engines.protocol import Capabilities, EmbeddingOutput, EngineOptions, InputError
 from deployments.engines.runtime import Runtime, choose_runtime
-from deployments.engines.source import read_json, resolve_source
+from deployments.engines.source import read_json, read_safetensors, resolve_source
 from deployments.engines.tokenization import Tokens
 
 log = logging.getLogger(__name__)
@@ -265,21 +265,6 @@ def load_checkpoint(model: JinaV3Model, tensors: dict[str, torch.Tensor]) -> Non
         log.warning("jina-v3: %d checkpoint tensors not used, e.g. %s", len(unused), unused[:4])
 
 
-def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    index = read_json(path, "model.safetensors.index.json")
-    if index:
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            tensors.update(load_file(os.path.join(path, shard)))
-        return tensors
-    single = os.path.join(path, "model.safetensors")
-    if not os.path.isfile(single):
-        raise FileNotFoundError(f"{path}: no model.safetensors (the jina-v3 engine reads safetensors only)")
-    return load_file(single)
-
-
 def local_model_dir(source: str) -> str:
     """A local directory for `source`; a hub id is fetched (configs, tokenizer, weights: no code files)."""
     path = resolve_source(source)
@@ -331,7 +316,7 @@ class JinaV3Engine:
         self.prefix, self.suffix = _special_frame(self.backend)
 
         model = JinaV3Model(self.config).to(dtype=self.runtime.dtype)  # cast before loading: one copy in memory
-        load_checkpoint(model, read_checkpoint(path))
+        load_checkpoint(model, read_safetensors(path, "jina-v3"))
         self.model = model.to(device=self.runtime.device).eval()
 
         facts = read_facts(path)

@@ -48,11 +48,11 @@ from transformers import AutoTokenizer
 
 from deployments.engines.jina_v3 import _prompt_tokens
 from deployments.engines.lora import AdapterRows, BatchAdapters, SelectedLoRALinear
-from deployments.engines.micro_batches import pad_batch, plan_micro_batches
+from deployments.engines.micro_batches import pad_batch, plan_visual_batches
 from deployments.engines.protocol import Capabilities, EmbeddingOutput, EngineOptions, InputError
 from deployments.engines.qwen3_vl.base import read_geometry
 from deployments.engines.runtime import Runtime, choose_runtime
-from deployments.engines.source import read_json, resolve_source
+from deployments.engines.source import read_json, read_safetensors, resolve_source
 from deployments.engines.visual_inputs import VideoSampling, VLItem
 from deployments.engines.vl_vision import (
     VisionLimits,
@@ -138,22 +138,6 @@ class V4Item:
 
 
 # ---- checkpoint ---------------------------------------------------------------------------------------
-
-
-def read_tensors(path: str) -> dict[str, torch.Tensor]:
-    """The base checkpoint's tensors (sharded or single safetensors)."""
-    from safetensors.torch import load_file
-
-    index = read_json(path, "model.safetensors.index.json")
-    if index:
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            tensors.update(load_file(os.path.join(path, shard)))
-        return tensors
-    single = os.path.join(path, "model.safetensors")
-    if not os.path.isfile(single):
-        raise FileNotFoundError(f"{path}: no model.safetensors (the jina-v4 engine reads safetensors only)")
-    return load_file(single)
 
 
 def backbone_key(name: str) -> str | None:
@@ -324,7 +308,7 @@ class JinaV4Engine:
         rank, scaling = lora_scaling(adapter_config)
         model = JinaV4Model(config, len(self.adapter_names), rank, scaling, self.runtime.dtype)
         model.add_adapters(stacked)
-        model.load_base(read_tensors(path))
+        model.load_base(read_safetensors(path, "jina-v4"))
         for p in model.parameters():
             p.requires_grad_(False)
         self.model = model.to(self.runtime.device).eval()
@@ -523,19 +507,9 @@ class JinaV4Engine:
 
     # -- forward ----------------------------------------------------------------------------------------
     def _plan(self, items: Sequence[V4Item]) -> list[list[int]]:
-        """Length-sorted micro-batches under the token budget, split further under the patch budget."""
-        out: list[list[int]] = []
-        for group in plan_micro_batches([len(p) for p in items], self.max_batch_tokens):
-            current: list[int] = []
-            patches = 0
-            for i in group:
-                if current and patches + items[i].patches > self.max_batch_patches:
-                    out.append(current)
-                    current, patches = [], 0
-                current.append(i)
-                patches += items[i].patches
-            out.append(current)
-        return out
+        return plan_visual_batches(
+            [len(p) for p in items], [p.patches for p in items], self.max_batch_tokens, self.max_batch_patches
+        )
 
     @torch.inference_mode()
     def _forward(self, batch: Sequence[V4Item]) -> tuple[torch.Tensor, torch.Tensor, AdapterRows]:

@@ -40,6 +40,25 @@ def plan_micro_batches(
     return groups
 
 
+def plan_visual_batches(
+    lengths: Sequence[int], patches: Sequence[int], max_tokens: int, max_patches: int
+) -> list[list[int]]:
+    """`plan_micro_batches`, each group cut further so its inputs' vision patches stay within `max_patches`
+    (the vision tower's activations grow with patches, not with the text's tokens)."""
+    out: list[list[int]] = []
+    for group in plan_micro_batches(lengths, max_tokens):
+        current: list[int] = []
+        used = 0
+        for i in group:
+            if current and used + patches[i] > max_patches:
+                out.append(current)
+                current, used = [], 0
+            current.append(i)
+            used += patches[i]
+        out.append(current)
+    return out
+
+
 def pad_batch(
     sequences: Sequence[Sequence[int]], pad_id: int, side: str = "right"
 ) -> tuple[torch.Tensor, torch.Tensor]:

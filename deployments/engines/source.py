@@ -32,6 +32,23 @@ def is_local(source: str) -> bool:
     return Path(resolve_source(source)).is_dir()
 
 
+def read_safetensors(model_dir: str, engine: str) -> dict[str, Any]:
+    """Every tensor of a local checkpoint (sharded per model.safetensors.index.json, or one model.safetensors),
+    for engines that load official weights into their own modules."""
+    from safetensors.torch import load_file
+
+    index = read_json(model_dir, "model.safetensors.index.json")
+    if index:
+        tensors: dict[str, Any] = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            tensors.update(load_file(os.path.join(model_dir, shard)))
+        return tensors
+    single = os.path.join(model_dir, "model.safetensors")
+    if not os.path.isfile(single):
+        raise FileNotFoundError(f"{model_dir}: no model.safetensors (the {engine} engine reads safetensors only)")
+    return load_file(single)
+
+
 def read_json(model_dir: str, relative: str) -> dict[str, Any] | None:
     """Read a JSON file of a local model directory; None when it is not there."""
     path = os.path.join(model_dir, relative)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer
 
-from deployments.engines.micro_batches import pad_batch, plan_micro_batches
+from deployments.engines.micro_batches import pad_batch, plan_visual_batches
 from deployments.engines.protocol import EngineOptions, InputError
 from deployments.engines.qwen3_vl.inputs import PreparedSide, TokenCount, VLPrepared
 from deployments.engines.qwen3_vl.templates import Piece, TemplateProbe, check_template
@@ -128,20 +128,9 @@ class Qwen3VLEngineBase:
 
     # -- forward -----------------------------------------------------------------------------------
     def _plan(self, items: Sequence[VLPrepared]) -> list[list[int]]:
-        """Length-sorted micro-batches under the token budget, split further under the patch budget."""
-        groups = plan_micro_batches([len(p) for p in items], self.max_batch_tokens)
-        out: list[list[int]] = []
-        for group in groups:
-            current: list[int] = []
-            patches = 0
-            for i in group:
-                if current and patches + items[i].patches > self.max_batch_patches:
-                    out.append(current)
-                    current, patches = [], 0
-                current.append(i)
-                patches += items[i].patches
-            out.append(current)
-        return out
+        return plan_visual_batches(
+            [len(p) for p in items], [p.patches for p in items], self.max_batch_tokens, self.max_batch_patches
+        )
 
     def _last_states(self, items: Sequence[VLPrepared]) -> Iterator[tuple[list[int], torch.Tensor]]:
         """Per micro-batch: (indices into `items`, float32 hidden state at each row's last attended token)."""
