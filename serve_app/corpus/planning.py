@@ -40,8 +40,11 @@ class BadRow:
 def resolve_spec(job: CorpusJob) -> ModelSpec:
     """The model as the service would serve it (catalog entry + overrides, or a declaration), with the job's
     own resources and batching for its actors."""
+    # A fallback is the router's text-only answer when a request's media fails; a job has no router, and a bad
+    # image is a bad row here, so the model is resolved without one (its fallback is not served by the job).
+    entry = job.model.model_copy(update={"fallback": None})
     try:
-        spec = resolve_models([job.model], load_catalog(job.catalog))[0]
+        spec = resolve_models([entry], load_catalog(job.catalog))[0]
     except (ValueError, OSError) as exc:
         raise JobError(str(exc)) from None
     if spec.kind != "embedding" or spec.recipe.shell != "embedding":

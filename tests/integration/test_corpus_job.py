@@ -263,3 +263,44 @@ def test_cli_entrypoint_runs_the_job(tmp_path):
     report = json.loads(stdout.strip().splitlines()[-1])
     assert report["parts_computed"] == 2 and report["rows_errored"] == 4
     assert "rows/s" in stderr
+
+
+def test_qwen3_vl_image_column_matches_the_api(serve_app, tmp_path, tiny_vl):
+    """Image rows (PNG bytes in the column) with an optional caption, through a Qwen3-VL embedding model declared
+    as the session's service declares it, equal the API's answers for the same images as data URIs; an
+    undecodable image is a bad row."""
+    import base64
+
+    from conftest import tiny_vl_entries
+    from helpers.media_samples import picture, png_uri
+
+    entry = tiny_vl_entries(tiny_vl)[0]
+    uris = [png_uri(picture(48 + 8 * i, 64, seed=i)) for i in range(3)]
+    captions = ["a wave pattern", None, "ünïcödé caption 🌊"]
+    table = pa.table(
+        {
+            "id": ["img0", "img1", "img2", "broken"],
+            "image": [*(base64.b64decode(u.split(",", 1)[1]) for u in uris), b"not an image at all"],
+            "caption": [*captions, "x"],
+        }
+    )
+    pq.write_table(table, tmp_path / "imgs.parquet")
+    fields = {"task": "retrieval.passage", "dimensions": 32}
+    job = corpus_job(
+        str(tmp_path / "imgs.parquet"), tmp_path / "out", entry, image_column="image", text_column="caption", **fields
+    )
+    report = run_corpus_job(job, progress=io.StringIO())
+    assert report.parts_failed == [] and report.rows_embedded == 3
+    assert errors(tmp_path / "out")["broken"]["code"] == "invalid_media"
+    inputs = [{"image": u, **({"text": c} if c is not None else {})} for u, c in zip(uris, captions, strict=True)]
+    r = httpx.post(
+        f"{serve_app['base_url']}/v1/embeddings",
+        json={"model": entry["name"], "input": inputs, **fields},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    api = np.array([d["embedding"] for d in r.json()["data"]])
+    rows = output_rows(tmp_path / "out")
+    ours = np.array([rows[f"img{i}"]["embedding"] for i in range(3)])
+    assert ours.shape == (3, 32)
+    assert (cosines(ours, api) >= 0.9999).all()
