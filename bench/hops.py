@@ -6,7 +6,7 @@ Empty applications (no model, a constant answer) measured under Serve's settings
 - one hop: HTTP -> FastAPI ingress; two hops: HTTP -> FastAPI ingress -> a second deployment (our router ->
   model shape);
 - `ray-defaults`: Serve's proxy, handle calls as Ray actor calls, user code in its own thread;
-- `grpc+loop`: what `embedserve serve` sets for its local Ray (serve_app/cli.py LOCAL_ENV and
+- `grpc+loop`: what `embedserve serve` sets for its local Ray (serve_app/local_ray.py LOCAL_ENV and
   WORKER_ONLY_ENV): handle calls over gRPC, user code and Serve's request router on the replica's event loop;
 - `grpc+loop+direct`: plus direct ingress (no proxy: the ingress replica answers HTTP), what `embedserve
   serve` uses locally for a one-router config.
@@ -36,7 +36,7 @@ SETTINGS: dict[str, dict[str, str]] = {
         "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
     },
-    "grpc+loop": {},  # serve_app.cli.LOCAL_ENV as it is
+    "grpc+loop": {},  # serve_app.local_ray.LOCAL_ENV as it is
     "grpc+loop+direct": {},  # plus direct ingress on the measured port
 }
 
@@ -86,14 +86,14 @@ async def _drive(url: str, requests: int, concurrency: int) -> float:
 
 def measure_one(setting: str, app_name: str, requests: int) -> dict:
     """Runs inside a fresh process: start Ray with the setting, measure one app, stop."""
-    from serve_app import cli
+    from serve_app import local_ray
 
     for key, value in SETTINGS[setting].items():
         os.environ[key] = value
     if setting == "ray-defaults":
-        cli.WORKER_ONLY_ENV = {}  # this process measures one setting and exits
+        local_ray.WORKER_ONLY_ENV = {}  # this process measures one setting and exits
     direct_port = free_port() if setting.endswith("direct") else None
-    cli.start_local_ray(num_cpus=2, metrics_port=free_port(), ingress_port=direct_port)
+    local_ray.start_local_ray(num_cpus=2, metrics_port=free_port(), ingress_port=direct_port)
     from ray import serve
 
     proxy_port = free_port()

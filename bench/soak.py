@@ -166,7 +166,7 @@ def main() -> None:
         from ray import serve
 
         from serve_app.app import build_app
-        from serve_app.cli import start_local_ray
+        from serve_app.local_ray import start_local_ray
 
         start_local_ray()
         port = 8123

@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps Ray on loopback (see serve_app/cli.py)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keeps Ray on loopback (see serve_app/local_ray.py)
 sys.path.insert(0, str(Path(__file__).parent))  # tests/: `from helpers.<module> import ...`
 
 from helpers.net import free_port, wildcard_listeners
@@ -150,7 +150,7 @@ def serve_app(tiny_qwen3, tiny_xlmr, tiny_xlmr_mean, tiny_cross_encoder, tiny_qw
     from ray import serve
 
     from serve_app.app import build_app
-    from serve_app.cli import start_local_ray
+    from serve_app.local_ray import start_local_ray
 
     before = wildcard_listeners()
     metrics_port = free_port()

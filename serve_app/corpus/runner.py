@@ -4,7 +4,7 @@
     report = run_corpus_job(CorpusJob(input="docs.parquet", output="out/", model={"name": "all-minilm-l6-v2"}))
 
 Ray: the one this process already joined; else `address` (or $RAY_ADDRESS, as under `ray job submit`); else a
-local Ray on 127.0.0.1 without the dashboard (serve_app/cli.py start_local_ray), stopped again at the end.
+local Ray on 127.0.0.1 without the dashboard (serve_app/local_ray.py start_local_ray), stopped again at the end.
 The parts still to do go through `map_batches` with an actor pool (one engine per actor, its CPUs or GPU share).
 """
 
@@ -45,7 +45,7 @@ def _join_ray(address: str | None) -> bool:
         return False
     import socket
 
-    from serve_app.cli import start_local_ray
+    from serve_app.local_ray import start_local_ray
 
     with socket.socket() as s:  # Ray's metrics port: a free one, so a running `embedserve serve` keeps its own
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ JSON written to --out (and printed as the last line of stdout):
   autoscale   sustained load takes a model from 1 to 2 replicas; after the load stops it returns to 1
   reconfigure a new user_config (batching) applied to a running model while requests are in flight
 
-Loopback only (as serve_app/cli.py start_local_ray): RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is imported,
+Loopback only (as serve_app/local_ray.py start_local_ray): RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray is imported,
 no dashboard, no usage stats, the loopback worker hook, HTTP on 127.0.0.1. Ray's files go to a private
 RAY_TMPDIR, so this cluster never becomes the machine's "current cluster" for another ray.init(). Every load
 is bounded in requests and time. The cluster is shut down at the end, whatever happened.
@@ -38,7 +38,7 @@ from typing import Any
 
 TMP_ROOT = tempfile.mkdtemp(prefix="esc-", dir="/tmp")  # short: Ray's unix socket paths live under it
 LOOPBACK_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keeps Ray's servers on 127.0.0.1 (see serve_app/cli.py)
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keeps Ray's servers on 127.0.0.1 (see serve_app/local_ray.py)
     "RAY_USAGE_STATS_ENABLED": "0",
     "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
