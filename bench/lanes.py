@@ -114,7 +114,9 @@ def _ms(value: float | None) -> float | None:
 
 
 def summary(q: dict) -> dict:
+    """A client run's record, with the client's own CPU per request (bench.drive): proof it was not the limit."""
     out = {k: q[k] for k in ("ok", "failed", "requests_per_s", "first_failure")}
+    out["client_cpu_ms_per_request"] = round(q["client_cpu_s"] * 1000 / max(q["ok"], 1), 3)
     return {**out, **{k: _ms(q[k]) for k in ("p50_ms", "p90_ms", "p99_ms")}}
 
 
@@ -148,6 +150,7 @@ def run_server(name: str, budget: dict | None, out_dir: Path, args: argparse.Nam
                     "p99_ms": _ms(b["p99_ms"]),
                     "seconds": b["seconds"],
                     "first_failure": b["first_failure"],
+                    "client_cpu_ms_per_request": round(b["client_cpu_s"] * 1000 / max(b["ok"], 1), 3),
                 },
                 "query_p99_over_idle_p99": round(q["p99_ms"] / idle["p99_ms"], 2)
                 if q["p99_ms"] and idle["p99_ms"]
