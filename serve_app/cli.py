@@ -95,7 +95,7 @@ def exposure_ok(config: dict) -> bool:
     import ipaddress
 
     from serve_app.config import AuthConfig
-    from serve_app.ingress.middleware import load_key_priorities, load_keys
+    from serve_app.ingress.middleware import application_keys
 
     host = str((config.get("http_options") or {}).get("host", "127.0.0.1"))
     try:
@@ -108,10 +108,7 @@ def exposure_ok(config: dict) -> bool:
         if app.get("import_path") != "serve_app.app:build_app":
             continue
         auth = AuthConfig.model_validate((app.get("args") or {}).get("auth") or {})
-        has_keys = bool(  # the router's own reading of the keys: literal, from api_keys_env, bulk keys' env
-            load_keys(auth.key_strings(), auth.api_keys_env)
-            or load_key_priorities(auth.keyed_priorities(), auth.bulk_api_keys_env, "bulk")
-        )
+        has_keys = bool(application_keys(auth)[0])  # the router's own reading of the keys
         if not has_keys and not auth.allow_unauthenticated:
             print(
                 f"embedserve: app {app.get('name', 'default')} would listen on {host} without API keys. Set "

@@ -32,7 +32,9 @@ from collections.abc import Iterable
 
 from pydantic import ValidationError
 
+from deployments.calls import BULK
 from deployments.errors import ServiceError
+from serve_app.config import AuthConfig
 from serve_app.ingress import priority
 from serve_app.ingress.errors import error_body, error_response, plain_error
 
@@ -60,20 +62,27 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _env_keys(env_var: str | None) -> list[str]:
+    """The comma-separated keys of an environment variable (none when unset or empty)."""
+    return [k.strip() for k in os.environ.get(env_var, "").split(",") if k.strip()] if env_var else []
+
+
 def load_keys(literal: list[str], env_var: str | None) -> list[bytes]:
-    keys = [k for k in literal if k]
-    if env_var and os.environ.get(env_var):
-        keys += [k.strip() for k in os.environ[env_var].split(",") if k.strip()]
-    return [k.encode() for k in keys]
+    return [k.encode() for k in [*(k for k in literal if k), *_env_keys(env_var)]]
 
 
 def load_key_priorities(keyed: dict[str, str], env_var: str | None, lane: str) -> dict[bytes, str]:
     """API key -> its default priority lane: keys declared with a priority, plus the keys of `env_var`
     (comma-separated), which get `lane`."""
-    out = {k.encode(): v for k, v in keyed.items() if k}
-    if env_var and os.environ.get(env_var):
-        out.update({k.strip().encode(): lane for k in os.environ[env_var].split(",") if k.strip()})
-    return out
+    return {**{k.encode(): v for k, v in keyed.items() if k}, **{k.encode(): lane for k in _env_keys(env_var)}}
+
+
+def application_keys(auth: AuthConfig) -> tuple[list[bytes], dict[bytes, str]]:
+    """Every key an application accepts (literal, `api_keys_env`, `bulk_api_keys_env`) and the default lane of
+    those that have one: what the router enforces and what the CLI's exposure check counts."""
+    priorities = load_key_priorities(auth.keyed_priorities(), auth.bulk_api_keys_env, BULK)
+    keys = load_keys(auth.key_strings(), auth.api_keys_env)
+    return keys + [k for k in priorities if k not in keys], priorities
 
 
 def key_matches(presented: bytes, keys: list[bytes]) -> bool:

@@ -15,7 +15,7 @@ from deployments.spec import ModelSpec
 from serve_app.config import AuthConfig, Limits
 from serve_app.ingress.app import create_app
 from serve_app.ingress.dispatch import Dispatcher
-from serve_app.ingress.middleware import load_key_priorities, load_keys
+from serve_app.ingress.middleware import application_keys
 
 
 def _app_name() -> str | None:
@@ -39,9 +39,7 @@ class Router:
         parsed = {s["name"]: ModelSpec.model_validate(s) for s in specs}
         self.limits = Limits.model_validate(limits or {})
         auth_cfg = AuthConfig.model_validate(auth or {})
-        self.key_priorities = load_key_priorities(auth_cfg.keyed_priorities(), auth_cfg.bulk_api_keys_env, "bulk")
-        self.api_keys = load_keys(auth_cfg.key_strings(), auth_cfg.api_keys_env)
-        self.api_keys += [k for k in self.key_priorities if k not in self.api_keys]
+        self.api_keys, self.key_priorities = application_keys(auth_cfg)
         self.allow_unauthenticated = auth_cfg.allow_unauthenticated
         self.dispatcher = Dispatcher(parsed, handles, request_timeout_s, app_name=_app_name())
 
