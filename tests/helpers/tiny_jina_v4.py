@@ -23,21 +23,10 @@ import json
 from pathlib import Path
 
 import torch
-from helpers.tiny_models import _byte_bpe
+from helpers.tiny_vl import save_qwen_tokenizer
 from safetensors.torch import save_file
-from tokenizers import processors
-from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLModel
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
 
-SPECIALS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
 WORDS = ["Query", "Passage", "user", "Describe", "image", "the"]
 TASKS = ["retrieval", "text-matching", "code"]
 RANK = 4
@@ -120,17 +109,7 @@ def _old_layout(name: str) -> str:
 
 def build_tiny_jina_v4(directory: Path, *, seed: int = 0, module_layout: bool = False) -> Path:
     """Write a loadable tiny jina-embeddings-v4 (base weights, adapters, projector, tokenizer, processor)."""
-    tok, vocab = _byte_bpe(SPECIALS, words=WORDS)
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIALS[1:2] + SPECIALS[3:],
-    )
-    fast.model_max_length = 32768
-    directory.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(directory)
+    _, vocab = save_qwen_tokenizer(directory, WORDS, 32768)
 
     raw = tiny_config(vocab)
     (directory / "config.json").write_text(json.dumps(raw, indent=2))

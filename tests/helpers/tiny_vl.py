@@ -75,9 +75,10 @@ MERGE = 2
 TEMPORAL = 2
 
 
-def build_tiny_qwen3_vl(directory: Path, *, seed: int = 0) -> Path:
-    """Write a loadable tiny Qwen3-VL checkpoint (weights, config, tokenizer, processor files)."""
-    tok, vocab = _byte_bpe(SPECIALS, words=WORDS)
+def save_qwen_tokenizer(directory: Path, words: list[str], max_length: int):
+    """A byte-level BPE with Qwen's chat and vision special tokens plus `words`, saved in `directory`;
+    -> (tokenizer, vocab). Shared by the Qwen3-VL and jina-embeddings-v4 (Qwen2.5-VL) builders."""
+    tok, vocab = _byte_bpe(SPECIALS, words=words)
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -85,9 +86,15 @@ def build_tiny_qwen3_vl(directory: Path, *, seed: int = 0) -> Path:
         pad_token="<|endoftext|>",
         additional_special_tokens=SPECIALS[1:2] + SPECIALS[3:],
     )
-    fast.model_max_length = 4096
+    fast.model_max_length = max_length
     directory.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(directory)
+    return tok, vocab
+
+
+def build_tiny_qwen3_vl(directory: Path, *, seed: int = 0) -> Path:
+    """Write a loadable tiny Qwen3-VL checkpoint (weights, config, tokenizer, processor files)."""
+    tok, vocab = save_qwen_tokenizer(directory, WORDS, 4096)
     (directory / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
     vocab_size = len(tok.get_vocab())
